@@ -1,0 +1,49 @@
+"""autolr: fine-tune timm backbones with layer-wise pruning and automatic per-block learning rates.
+
+The public API is exported lazily (PEP 562), so `import autolr` and `autolr --help` stay fast: torch,
+timm, accelerate and datasets load only when something that needs them is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+__version__ = "0.1.0.dev0"
+
+_EXPORTS = {
+    "run": "autolr.engine",
+    "RunResult": "autolr.engine",
+    "load_recipe": "autolr.recipe",
+    "Recipe": "autolr.recipe",
+    "recall_at_k": "autolr.metrics",
+    "map_at_r": "autolr.metrics",
+    "load_model": "autolr.model",
+    "AutolrError": "autolr.errors",
+    "register_adapter": "autolr.adapters",
+    "get_adapter": "autolr.adapters",
+    "Adapter": "autolr.adapters",
+    "BlockMap": "autolr.adapters",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from autolr.adapters import Adapter, BlockMap, get_adapter, register_adapter
+    from autolr.engine import RunResult, run
+    from autolr.errors import AutolrError
+    from autolr.metrics import map_at_r, recall_at_k
+    from autolr.model import load_model
+    from autolr.recipe import Recipe, load_recipe
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'autolr' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

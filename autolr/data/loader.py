@@ -1,0 +1,116 @@
+"""DataLoaders whose order and augmentation are functions of (seed, epoch, sample index).
+
+That makes every trial of an AutoLR epoch see the same batches and the same flips, and makes a resumed
+run identical to an uninterrupted one, with any number of (persistent) workers: nothing depends on a
+worker's RNG state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from autolr.errors import AutolrError
+
+if TYPE_CHECKING:
+    import datasets
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """A 63-bit seed from (seed, epoch, index) (a splitmix-style hash: neighbours are uncorrelated)."""
+    x = (seed * 0x9E3779B97F4A7C15 + epoch * 0xBF58476D1CE4E5B9 + index * 0x94D049BB133111EB) & (2**64 - 1)
+    x ^= x >> 31
+    x = (x * 0xBF58476D1CE4E5B9) & (2**64 - 1)
+    return x >> 1
+
+
+class TransformedSplit(Dataset):
+    """A `datasets` split indexed by (epoch, index); the transform's randomness is seeded from both."""
+
+    def __init__(self, split: datasets.Dataset, transform: Callable, seed: int):
+        self.split, self.transform, self.seed = split, transform, seed
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int]:
+        epoch, index = key
+        try:
+            row = self.split[index]
+            image = row["image"].convert("RGB")  # grey, CMYK and palette images become RGB
+        except OSError as e:  # a file damaged past the up-front check: name it
+            raise AutolrError(
+                f"cannot read image {index} of the split ({e}); run `autolr data prepare` to find every"
+                " damaged file, or set data.skip_corrupt = true"
+            ) from None
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(sample_seed(self.seed, epoch, index))
+            return self.transform(image), row["label"]
+
+
+class EpochSampler(Sampler):
+    """Yields (epoch, index); the order is a permutation seeded by (seed, epoch), sharded by rank.
+
+    Each rank takes every `world`-th index of the same permutation (padded by wrapping so that every
+    rank has the same number of samples, as torch's DistributedSampler does).
+    """
+
+    def __init__(self, n: int, seed: int, shuffle: bool, rank: int = 0, world: int = 1):
+        self.n, self.seed, self.shuffle, self.rank, self.world = n, seed, shuffle, rank, world
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _order(self) -> list[int]:
+        if not self.shuffle:
+            return list(range(self.n))
+        g = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, -1))
+        return torch.randperm(self.n, generator=g).tolist()
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        order = self._order()
+        total = -(-self.n // self.world) * self.world
+        order += order[: total - len(order)]
+        return iter((self.epoch, i) for i in order[self.rank :: self.world])
+
+    def __len__(self) -> int:
+        return -(-self.n // self.world)
+
+
+def make_loader(
+    split: datasets.Dataset,
+    transform: Callable,
+    *,
+    batch_size: int,
+    workers: int,
+    seed: int,
+    train: bool,
+    rank: int = 0,
+    world: int = 1,
+    pin_memory: bool = False,
+    samples_per_class: int = 0,
+) -> DataLoader:
+    """Training loaders shuffle and drop the last partial batch (BatchNorm needs > 1 sample).
+
+    The loader's own generator keeps worker seeding off the global RNG, so dropout masks after a resume
+    match those of an uninterrupted run.
+    """
+    if train and samples_per_class:
+        from autolr.data.sampler import ClassBalancedBatchSampler
+
+        batching = {"batch_sampler": ClassBalancedBatchSampler.for_split(split, samples_per_class, batch_size, seed, rank, world)}
+    else:
+        sampler = EpochSampler(len(split), seed, shuffle=train, rank=rank, world=world)
+        batching = {"batch_size": batch_size, "sampler": sampler, "drop_last": train}
+    return DataLoader(
+        TransformedSplit(split, transform, seed),
+        num_workers=workers,
+        pin_memory=pin_memory,
+        **batching,
+        persistent_workers=workers > 0,
+        generator=torch.Generator().manual_seed(seed),
+    )

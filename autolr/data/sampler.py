@@ -1,0 +1,89 @@
+"""Class-balanced batches for metric-learning losses: P classes x m images per batch (data.samples_per_class).
+
+A batch sampler yielding lists of (epoch, index) like `EpochSampler`: the batches are a function of
+(seed, epoch) alone, so every AutoLR trial of an epoch and a resumed run see the same ones, and under
+DDP every rank builds the same list and takes every `world`-th batch.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch.utils.data import Sampler
+
+from autolr.data.loader import sample_seed
+from autolr.errors import AutolrError
+
+_BALANCED_STREAM = -2  # sample_seed's index for this sampler's RNG (EpochSampler uses -1)
+
+
+class ClassBalancedBatchSampler(Sampler):
+    """Batches of `batch_size // m` distinct classes with m images each.
+
+    An epoch has as many batches as plain batching would (len(labels) // batch_size, rounded down to a
+    multiple of `world`). Each class's images are drawn without replacement from a shuffled queue that
+    refills when empty, so every image is seen about equally often; a class with fewer than m images
+    repeats some of them.
+    """
+
+    def __init__(self, labels: Sequence[int], m: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
+        _check(labels, m, batch_size)
+        self.m, self.batch_size, self.seed, self.rank, self.world = m, batch_size, seed, rank, world
+        self.epoch = 0
+        by_class = defaultdict(list)
+        for index, label in enumerate(labels):
+            by_class[int(label)].append(index)
+        self.classes = [by_class[c] for c in sorted(by_class)]
+        self.total = len(labels) // batch_size // world * world  # batches over all ranks
+
+    @classmethod
+    def for_split(cls, split, m: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
+        """The sampler for a `datasets` split (its label column is read without decoding images)."""
+        from autolr.data._build import labels_of
+
+        return cls(labels_of(split), m, batch_size, seed, rank, world)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.total // self.world
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        batches = self.batches(self.epoch)
+        return iter([[(self.epoch, i) for i in b] for b in batches[self.rank :: self.world]])
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        """All ranks' batches of `epoch`, as dataset indices."""
+        g = torch.Generator().manual_seed(sample_seed(self.seed, epoch, _BALANCED_STREAM))
+        queues: list[list[int]] = [[] for _ in self.classes]
+        order: list[int] = []
+        per_batch = self.batch_size // self.m
+        batches = []
+        while len(batches) < self.total:
+            if len(order) < per_batch:  # a fresh class order; leftovers dropped so no class repeats in a batch
+                order = torch.randperm(len(self.classes), generator=g).tolist()
+            picked, order = order[:per_batch], order[per_batch:]
+            batches.append([i for c in picked for i in self._take(c, queues, g)])
+        return batches
+
+    def _take(self, c: int, queues: list[list[int]], g: torch.Generator) -> list[int]:
+        taken = []
+        while len(taken) < self.m:
+            if not queues[c]:
+                images = self.classes[c]
+                queues[c] = [images[j] for j in torch.randperm(len(images), generator=g).tolist()]
+            taken.append(queues[c].pop())
+        return taken
+
+
+def _check(labels: Sequence[int], m: int, batch_size: int) -> None:
+    if m < 1 or batch_size % m:
+        raise AutolrError(f"data.batch_size = {batch_size} is not a multiple of data.samples_per_class = {m}:"
+                          f" use e.g. batch_size = {max(m, batch_size // m * m)}")
+    classes = len(set(int(x) for x in labels))
+    if batch_size // m > classes:
+        raise AutolrError(f"data.batch_size / data.samples_per_class = {batch_size // m} classes per batch, but"
+                          f" the training split has {classes}: lower the batch size or raise samples_per_class")

@@ -1,0 +1,559 @@
+"""The training run, linear and readable: setup -> (train one epoch -> evaluate -> save)* -> report.
+
+`run(recipe)` is the whole product; the CLI only parses arguments and calls it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from autolr.errors import AutolrError
+from autolr.recipe import Recipe
+from autolr.rundir import RunDir
+
+log = logging.getLogger("autolr")
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    metrics: dict[str, Any]
+
+
+class Diverged(AutolrError):
+    """The loss became NaN or inf."""
+
+
+@dataclass
+class Trainer:
+    """Everything one run holds; built by `setup`, advanced by `train_one_epoch`."""
+
+    recipe: Recipe
+    accelerator: Any
+    net: Any  # the prepared (maybe DDP-wrapped) RetrievalNet
+    optimizer: Any
+    train_loader: Any
+    eval_loaders: dict[str, Any]
+    recall_at: list[int]
+    rundir: RunDir
+    epoch: int = 0  # epochs completed
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def model(self):
+        """The bare RetrievalNet (no DDP or compile wrapper)."""
+        return self.accelerator.unwrap_model(self.net)
+
+    @property
+    def is_main(self) -> bool:
+        return self.accelerator.is_main_process
+
+
+def run(
+    recipe: Recipe | str | Path,
+    *,
+    output: str | Path | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+) -> RunResult:
+    """Fine-tune, evaluate and save as the recipe says; returns the run folder and its metrics."""
+    from autolr.recipe import load_recipe
+
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe)
+    accelerator = _make_accelerator(recipe)
+    if output is None and accelerator.num_processes > 1:  # every rank must pick the same folder
+        from accelerate.utils import broadcast_object_list
+
+        from autolr.rundir import default_path
+
+        mine = [str(default_path(recipe, resume)) if accelerator.is_main_process else None]
+        output = broadcast_object_list(mine)[0]
+    rundir = RunDir.open(recipe, output=output, resume=resume, overwrite=overwrite, main=accelerator.is_main_process)
+    accelerator.wait_for_everyone()
+    _setup_logging(rundir.path, accelerator.is_main_process)
+    log.info("run folder: %s", rundir.path)
+    if resume and rundir.finished():
+        log.info("this run already finished; nothing to resume")
+        return RunResult(rundir.path, rundir.read_metrics())
+
+    trainer = setup(recipe, accelerator, rundir)
+    initial = rundir.initial_metrics() if trainer.epoch else None
+    if initial is None:
+        initial = evaluate(trainer)
+        rundir.save_initial_metrics(initial) if trainer.is_main else None
+    fit_epoch = autolr_epoch if recipe.train.schedule == "autolr" else train_one_epoch
+    for epoch in range(trainer.epoch, recipe.train.epochs):
+        stats = fit_epoch(trainer, epoch)
+        row = {"epoch": epoch + 1, "kind": "epoch", **stats}
+        if accelerator.num_processes > 1:  # the record that every rank trains with the same LRs
+            row["lrs_by_rank"] = accelerator.gather(torch.tensor([row["lrs"]], device=accelerator.device)).tolist()
+        if recipe.eval.every and (epoch + 1) % recipe.eval.every == 0 and epoch + 1 < recipe.train.epochs:
+            row["test"] = evaluate(trainer)
+        trainer.epoch = epoch + 1
+        _log_epoch(row, recipe.train.epochs)
+        if trainer.is_main:
+            rundir.log(row)
+            rundir.save_checkpoint(trainer, keep=recipe.train.keep_checkpoints)
+        accelerator.log({k: v for k, v in row.items() if isinstance(v, (int, float))}, step=epoch + 1)
+        accelerator.wait_for_everyone()
+
+    final = evaluate(trainer)
+    metrics = {
+        **final,
+        "initial": initial,
+        "dataset": recipe.data.name,
+        "model": recipe.model.name,
+        "drop_top": recipe.model.drop_top,
+        "epochs": recipe.train.epochs,
+        "wall_time": round(rundir.wall_time(), 2),
+    }
+    if trainer.is_main:
+        from autolr.model import save_model
+
+        save_model(trainer.model, recipe.model, rundir.path)
+        rundir.save_metrics(metrics)
+        print_metrics(metrics)
+    accelerator.end_training()
+    return RunResult(rundir.path, metrics)
+
+
+def _log_epoch(row: dict[str, Any], epochs: int) -> None:
+    extra = f", {row['trials']} trial(s)" if "trials" in row else ""
+    test = f", test recall@1 {row['test']['recall@1']:.4f}" if "test" in row else ""
+    log.info("epoch %d/%d: loss %.4f, %.0f img/s, %.1f s%s%s", row["epoch"], epochs, row["loss"],
+             row["images_per_s"], row["seconds"], extra, test)
+
+
+def _make_accelerator(recipe: Recipe):
+    """Precision: "auto" defers to `accelerate launch`; an explicit recipe value wins, and says so."""
+    from accelerate import Accelerator
+
+    kwargs: dict[str, Any] = {"gradient_accumulation_steps": recipe.train.grad_accum}
+    if recipe.output.log_with:
+        kwargs |= {"log_with": recipe.output.log_with}
+    precision = recipe.train.precision
+    launcher = os.environ.get("ACCELERATE_MIXED_PRECISION")
+    if precision != "auto":
+        kwargs["mixed_precision"] = precision
+    if not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        kwargs["cpu"] = True  # several processes and no GPU: DDP on CPU over gloo
+    try:
+        accelerator = Accelerator(**kwargs)
+    except (ValueError, RuntimeError) as e:
+        raise AutolrError(f"train.precision = {precision!r} cannot run here ({e}); try 'bf16' or 'no'") from None
+    if precision != "auto" and launcher and launcher != precision:
+        log.warning("train.precision = %r in the recipe wins over the launcher's %r", precision, launcher)
+    return accelerator
+
+
+def setup(recipe: Recipe, accelerator, rundir: RunDir) -> Trainer:
+    """Data, model, optimizer, loaders; restores the last checkpoint when resuming."""
+    from autolr.data import load_data
+    from autolr.data.loader import make_loader
+    from autolr.data.transforms import build_transforms
+    from autolr.model import RetrievalNet, create_backbone, param_groups
+
+    torch.manual_seed(recipe.train.seed)
+    with accelerator.main_process_first():  # a first load may write a cache: once, by the main process
+        data = load_data(recipe.data, seed=recipe.train.seed)
+    backbone = create_backbone(recipe.model)
+    net = RetrievalNet(backbone, data.num_classes)
+    if _channels_last(recipe, accelerator, net):
+        net = net.to(memory_format=torch.channels_last)
+    train_tf, test_tf, size = build_transforms(recipe.data, backbone.pretrained_cfg)
+    log.info(
+        "%s (%s): %d training images in %d classes at %d px, evaluated on %s; model %s with %d blocks",
+        data.name, data.source or "built in", len(data.train), data.num_classes, size, data.eval_on, recipe.model.name,
+        sum(1 for g in param_groups(net, recipe.model.name, 1, 1) if g["name"].startswith("block")),
+    )
+    t = recipe.train
+    optimizer = torch.optim.SGD(
+        param_groups(net, recipe.model.name, t.lr, t.head_lr),
+        lr=t.lr, momentum=t.momentum, nesterov=t.nesterov and t.momentum > 0, weight_decay=t.weight_decay,
+    )
+    loader_args = dict(
+        batch_size=recipe.data.batch_size, workers=recipe.data.workers, seed=recipe.train.seed,
+        pin_memory=accelerator.device.type == "cuda",
+    )
+    train_loader = make_loader(
+        data.train, train_tf, train=True, rank=accelerator.process_index,
+        world=accelerator.num_processes, samples_per_class=recipe.data.samples_per_class, **loader_args,
+    )
+    if len(train_loader) == 0:
+        raise AutolrError(
+            f"data.batch_size = {recipe.data.batch_size} is larger than the {len(data.train)} training"
+            " images per process: lower it"
+        )
+    eval_loaders = {
+        name: make_loader(
+            split, test_tf, train=False, rank=accelerator.process_index, world=accelerator.num_processes,
+            **(loader_args | {"batch_size": recipe.eval.batch_size}),
+        )
+        for name, split in data.eval_splits().items()
+    }
+    net, optimizer = accelerator.prepare(net, optimizer)
+    if recipe.model.compile:
+        net = torch.compile(net)
+    if recipe.output.log_with and accelerator.is_main_process:
+        accelerator.init_trackers(rundir.path.name, config=recipe.model_dump())
+    recall_at = data.recall_at if recipe.eval.recall_at == "auto" else list(recipe.eval.recall_at)
+    trainer = Trainer(recipe, accelerator, net, optimizer, train_loader, eval_loaders, recall_at, rundir)
+    _init_lrs(trainer)
+    rundir.restore_checkpoint(trainer)
+    return trainer
+
+
+def _init_lrs(trainer: Trainer) -> None:
+    """Per-block starting LRs: layer decay scales them; AutoLR starts every block at train.lr."""
+    t, blocks = trainer.recipe.train, _block_groups(trainer)
+    if t.schedule == "layer_decay":
+        from autolr.schedules import layer_decay_scales
+
+        scales = layer_decay_scales(len(blocks), t.layer_decay)  # stem, blocks..., head
+        groups = {g["name"]: g for g in trainer.optimizer.param_groups}
+        names = ["stem", *(g["name"] for g in blocks), "head"]
+        for name, scale in zip(names, scales):
+            if name in groups:
+                groups[name]["base_lr"] *= scale
+        if "neck" in groups:
+            groups["neck"]["base_lr"] *= scales[-2]
+    if t.schedule == "autolr":
+        if len(blocks) < 2:
+            raise AutolrError(
+                f"train.schedule = 'autolr' needs at least 2 blocks; {trainer.recipe.model.name} has"
+                f" {len(blocks)} after model.drop_top = {trainer.recipe.model.drop_top}: lower drop_top"
+                " or pick another schedule"
+            )
+        trainer.extra["autolr"] = {"lrs": [t.lr] * len(blocks), "tau": trainer.recipe.autolr.tau}
+        _set_autolr_base_lrs(trainer, trainer.extra["autolr"]["lrs"])
+
+
+def _channels_last(recipe: Recipe, accelerator, net) -> bool:
+    """`auto`: on for conv nets on a GPU, where it is faster; off on CPU."""
+    if recipe.model.channels_last != "auto":
+        return bool(recipe.model.channels_last)
+    is_conv = any(isinstance(m, torch.nn.Conv2d) for m in net.backbone.modules())
+    return is_conv and accelerator.device.type == "cuda"
+
+
+def set_lrs(trainer: Trainer, epoch: int, step: int) -> None:
+    """Every group's `lr` = its `base_lr` x the schedule's factor at this step (a pure function of time)."""
+    from autolr.schedules import apply_lrs, lr_factor
+
+    steps = len(trainer.train_loader)
+    apply_lrs(trainer.optimizer, lr_factor(trainer.recipe.train, epoch=epoch, step=step, steps_per_epoch=steps))
+
+
+def train_one_epoch(trainer: Trainer, epoch: int) -> dict[str, float]:
+    """One pass over the training split; the loss is read on the host only every `log_every` steps."""
+    acc, net, opt = trainer.accelerator, trainer.net, trainer.optimizer
+    loader, every = trainer.train_loader, trainer.recipe.train.log_every
+    (loader.batch_sampler if hasattr(loader.batch_sampler, "set_epoch") else loader.sampler).set_epoch(epoch)
+    net.train()
+    loss_sum = torch.zeros((), device=acc.device)
+    bad = torch.zeros((), dtype=torch.bool, device=acc.device)
+    seen, started = 0, time.time()
+    memory_format = torch.channels_last if _is_channels_last(trainer) else torch.contiguous_format
+    with _progress(trainer, f"epoch {epoch + 1}/{trainer.recipe.train.epochs}", len(loader)) as bar:
+        for step, (x, y) in enumerate(loader, 1):
+            set_lrs(trainer, epoch, step - 1)
+            x = x.to(acc.device, non_blocking=True, memory_format=memory_format)
+            y = y.to(acc.device, non_blocking=True)
+            with acc.accumulate(net):
+                loss = F.cross_entropy(net(x), y)
+                acc.backward(loss)
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+            loss = loss.detach()
+            loss_sum += loss
+            bad |= ~torch.isfinite(loss)
+            seen += len(x)
+            if step % every == 0 or step == len(loader):
+                _check_finite(trainer, bad)
+                rate = seen * acc.num_processes / max(time.time() - started, 1e-9)
+                bar(step, f"loss {loss_sum.item() / step:.4f}  {rate:.0f} img/s")
+            else:
+                bar(step, None)
+    seconds = time.time() - started
+    return {
+        "loss": float(acc.reduce(loss_sum, "mean").item()) / len(loader),
+        "seconds": round(seconds, 3),
+        "images_per_s": round(seen * acc.num_processes / seconds, 1),
+        "lrs": [g["lr"] for g in opt.param_groups],
+    }
+
+
+def autolr_epoch(trainer: Trainer, epoch: int) -> dict[str, Any]:
+    """Algorithm 2: run the epoch as trials until the blocks' weight variations are sorted enough.
+
+    Each rejected trial sets targets (once per epoch), renews every block's LR and restarts the epoch
+    from its snapshot with the same data order, augmentation and dropout masks. After `max_trials` the
+    best-scoring trial is kept. Every trial is a row in `log.jsonl`.
+    """
+    from autolr.lr import accept, initial_targets, relax_tau, renew_lrs, repair_targets, sorting_quality
+
+    cfg, state = trainer.recipe.autolr, trainer.extra["autolr"]
+    snapshot = _snapshot(trainer)
+    before = [[w.detach().clone() for w in ws] for ws in _block_weights(trainer)]
+    targets, best = None, None
+    for trial in range(1, cfg.max_trials + 1):
+        _set_autolr_base_lrs(trainer, state["lrs"])
+        if cfg.reset_momentum:
+            trainer.optimizer.state.clear()
+        stats = train_one_epoch(trainer, epoch)
+        v = _broadcast(trainer, _weight_variation(trainer, before))  # rank 0's v: every rank decides alike
+        score = sorting_quality(v)
+        accepted = accept(score, state["tau"], cfg.strict)
+        _log_trial(trainer, epoch, trial, v, targets, score, accepted, stats)
+        if best is None or score > best[0]:
+            best = (score, trial, list(state["lrs"]), _snapshot(trainer) if trial < cfg.max_trials else None)
+        if accepted:
+            break
+        if trial == cfg.max_trials:
+            if best[1] != trial:
+                _restore(trainer, best[3])
+                state["lrs"] = best[2]
+            log.info("epoch %d: no trial reached S >= %.3f in %d trials; kept trial %d (S = %.3f)",
+                     epoch + 1, state["tau"], cfg.max_trials, best[1], best[0])
+            break
+        if targets is None:
+            targets = initial_targets(v, cfg.alpha, cfg.beta) if epoch == 0 else repair_targets(v)
+        state["lrs"] = renew_lrs(state["lrs"], v, targets, cfg.min_lr, cfg.max_lr)
+        _restore(trainer, snapshot)
+    state["tau"] = relax_tau(state["tau"], cfg.strict)
+    _set_autolr_base_lrs(trainer, state["lrs"])
+    return {**stats, "trials": trial, "sorting_quality": best[0] if not accepted else score}
+
+
+def _block_groups(trainer: Trainer) -> list[dict]:
+    return [g for g in trainer.optimizer.param_groups if g["name"].startswith("block")]
+
+
+def _block_weights(trainer: Trainer) -> list[list[torch.Tensor]]:
+    """Each block's conv and linear weights (ndim >= 2); norms and biases do not count (method.md 3.1)."""
+    return [[p for p in g["params"] if p.dim() >= 2] for g in _block_groups(trainer)]
+
+
+def _weight_variation(trainer: Trainer, before: list[list[torch.Tensor]]) -> list[float]:
+    from autolr.lr import weight_variation
+
+    return weight_variation(before, [[w.detach() for w in ws] for ws in _block_weights(trainer)])
+
+
+def _set_autolr_base_lrs(trainer: Trainer, lrs: list[float]) -> None:
+    """Blocks take AutoLR's LRs; the stem `stem_scale` x block 1's; the neck follows the top block."""
+    cfg = trainer.recipe.autolr
+    for g, lr in zip(_block_groups(trainer), lrs):
+        g["base_lr"] = lr
+    for g in trainer.optimizer.param_groups:
+        if g["name"] == "stem":
+            g["base_lr"] = cfg.stem_scale * lrs[0]
+        elif g["name"] == "neck":
+            g["base_lr"] = lrs[-1]
+        elif g["name"] == "head" and not cfg.hold_head:
+            g["base_lr"] = lrs[-1] * trainer.recipe.train.head_lr / trainer.recipe.train.lr
+
+
+def _snapshot(trainer: Trainer) -> dict[str, Any]:
+    """Weights, norm buffers, optimizer state and RNG, cloned on the training device (no host copy)."""
+    opt_state = {
+        id(p): {k: (v.clone() if torch.is_tensor(v) else v) for k, v in st.items()}
+        for p, st in trainer.optimizer.state.items()
+    }
+    return {
+        "model": {k: v.detach().clone() for k, v in trainer.model.state_dict().items()},
+        "optimizer": opt_state,
+        "rng": _rng_state(),
+    }
+
+
+def _restore(trainer: Trainer, snap: dict[str, Any]) -> None:
+    with torch.no_grad():
+        for k, v in trainer.model.state_dict().items():
+            v.copy_(snap["model"][k])
+    opt = trainer.optimizer
+    opt.state.clear()
+    params = {id(p): p for g in opt.param_groups for p in g["params"]}
+    for pid, st in snap["optimizer"].items():
+        opt.state[params[pid]] = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in st.items()}
+    _set_rng_state(snap["rng"])
+
+
+def _rng_state() -> dict[str, Any]:
+    return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["cpu"])
+    if state["cuda"]:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _broadcast(trainer: Trainer, values: list[float]) -> list[float]:
+    if trainer.accelerator.num_processes == 1:
+        return values
+    from accelerate.utils import broadcast
+
+    t = torch.tensor(values, dtype=torch.float64, device=trainer.accelerator.device)
+    return broadcast(t, from_process=0).tolist()
+
+
+def _log_trial(trainer, epoch, trial, v, targets, score, accepted, stats) -> None:
+    state = trainer.extra["autolr"]
+    row = {
+        "epoch": epoch + 1, "kind": "trial", "trial": trial, "v": v, "target": targets,
+        "lrs": list(state["lrs"]), "sorting_quality": round(score, 6), "tau": state["tau"],
+        "accepted": accepted, "loss": stats["loss"], "seconds": stats["seconds"],
+    }
+    if trainer.is_main:
+        trainer.rundir.log(row)
+    log.info("epoch %d trial %d: S = %.4f (tau %.3f) %s, loss %.4f", epoch + 1, trial, score, state["tau"],
+             "accepted" if accepted else "rejected", stats["loss"])
+
+
+def _is_channels_last(trainer: Trainer) -> bool:
+    p = next(trainer.model.backbone.parameters())
+    return p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+
+
+def _check_finite(trainer: Trainer, bad: torch.Tensor) -> None:
+    """Stop cleanly on a NaN/inf loss, naming the groups whose LRs were highest."""
+    if not bool(trainer.accelerator.reduce(bad.float(), "max").item()):
+        return
+    groups = sorted(trainer.optimizer.param_groups, key=lambda g: -g["lr"])[:3]
+    names = ", ".join(f"{g['name']} (lr {g['lr']:.3g})" for g in groups)
+    raise Diverged(
+        f"the loss became NaN/inf in epoch {trainer.epoch + 1}; highest LRs: {names}. The last good"
+        " checkpoint is kept: lower train.lr / train.head_lr (or autolr.max_lr) and run again with --resume"
+    )
+
+
+class _progress:
+    """A rich progress bar on the main process; `bar(step, text)` advances it."""
+
+    def __init__(self, trainer: Trainer, title: str, total: int):
+        self.enabled, self.title, self.total = trainer.is_main, title, total
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda step, text: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}"), transient=True, console=_console(),
+        )
+        self.progress.start()
+        self.task = self.progress.add_task(self.title, total=self.total, info="")
+        return self._update
+
+    def _update(self, step: int, text: str | None) -> None:
+        fields = {"info": text} if text is not None else {}
+        self.progress.update(self.task, completed=step, **fields)
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self.progress.stop()
+        return False
+
+
+@torch.no_grad()
+def embed(trainer: Trainer, loader) -> tuple[torch.Tensor, torch.Tensor]:
+    """Embeddings (with the horizontal flip summed in when `eval.flip`) and labels, in dataset order."""
+    acc, model, flip = trainer.accelerator, trainer.model, trainer.recipe.eval.flip
+    was_training = model.training
+    model.eval()
+    feats, labels = [], []
+    with acc.autocast():
+        for x, y in loader:
+            x = x.to(acc.device, non_blocking=True)
+            f = model.embed(x).float()
+            if flip:
+                f = f + model.embed(torch.flip(x, dims=[3])).float()
+            feats.append(f)
+            labels.append(y.to(acc.device))
+    model.train(was_training)
+    return _gather_in_order(acc, torch.cat(feats), len(loader.dataset)), _gather_in_order(acc, torch.cat(labels), len(loader.dataset))
+
+
+def _gather_in_order(acc, rows: torch.Tensor, n: int) -> torch.Tensor:
+    """Rank r embedded items r, r + W, r + 2W, ... (padded by wrapping): gather and restore dataset order."""
+    if acc.num_processes == 1:
+        return rows
+    gathered = acc.gather(rows.contiguous())  # [W * per, ...], rank-major
+    per = rows.shape[0]
+    return gathered.view(acc.num_processes, per, *rows.shape[1:]).transpose(0, 1).reshape(-1, *rows.shape[1:])[:n]
+
+
+def evaluate(trainer: Trainer) -> dict[str, float]:
+    """Recall@K and MAP@R of the current model on the evaluation split(s); the same on every rank."""
+    from autolr.metrics import map_at_r, recall_at_k
+
+    out = {name: embed(trainer, loader) for name, loader in trainer.eval_loaders.items()}
+    if "test" in out:
+        q, ql = out["test"]
+        g = gl = None
+    else:
+        (q, ql), (g, gl) = out["query"], out["gallery"]
+    metrics = {}
+    if trainer.is_main:  # score once, then share
+        recalls = recall_at_k(q, ql, trainer.recall_at, g, gl)
+        metrics = {f"recall@{k}": round(v, 6) for k, v in recalls.items()}
+        metrics["map@r"] = round(map_at_r(q, ql, g, gl), 6)
+    if trainer.accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        metrics = broadcast_object_list([metrics])[0]
+    return metrics
+
+
+def print_metrics(metrics: dict[str, Any]) -> None:
+    """The Recall@K table: before fine-tuning, after, and the gain."""
+    from rich.table import Table
+
+    table = Table(title=f"{metrics['model']} on {metrics['dataset']} (test split)")
+    for col in ("metric", "before", "after", "gain"):
+        table.add_column(col, justify="right" if col != "metric" else "left")
+    for key, after in metrics.items():
+        if key.startswith(("recall@", "map@")):
+            before = metrics["initial"].get(key, math.nan)
+            table.add_row(key, f"{100 * before:.2f}", f"{100 * after:.2f}", f"{100 * (after - before):+.2f}")
+    _console().print(table)
+    _console().print(f"wall time {metrics['wall_time']:.0f} s")
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _setup_logging(run_dir: Path, main: bool) -> None:
+    """Rich console logging on the main process, and a plain `run.log` in the run folder."""
+    from rich.logging import RichHandler
+
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    for h in list(log.handlers):
+        if getattr(h, "_autolr", False):
+            log.removeHandler(h)
+            h.close()
+    if not main:
+        return
+    console = RichHandler(console=_console(), show_path=False, show_time=False)
+    file = logging.FileHandler(run_dir / "run.log")
+    file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    for h in (console, file):
+        h._autolr = True
+        log.addHandler(h)
+

@@ -1,0 +1,7 @@
+"""The one exception type for mistakes a user can make (bad recipe, missing file, impossible depth)."""
+
+
+class AutolrError(Exception):
+    """A user-facing error: the CLI prints its message as one red line and exits with code 2."""
+
+    exit_code = 2

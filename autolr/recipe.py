@@ -1,0 +1,260 @@
+"""Recipes: TOML files parsed into one typed schema that holds every default.
+
+A recipe is pure data. Unknown sections or keys and wrong types are `AutolrError`s that name the key
+path, the bad value and the closest valid key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import sys
+from importlib.resources import files
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from autolr.errors import AutolrError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+Auto = Literal["auto"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Section):
+    name: str = "resnet50"  # any timm model name
+    pretrained: bool = True  # timm hub weights
+    checkpoint: str = ""  # a local .safetensors/.pth file or a previous run folder; wins over pretrained
+    drop_top: int = Field(0, ge=0)  # blocks removed from the top
+    channels_last: bool | Auto = "auto"  # auto: on for conv nets on a GPU
+    compile: bool = False  # torch.compile the model (the first compile is slow)
+
+
+class PruneConfig(_Section):
+    mode: Literal["fixed"] = "fixed"  # fixed: use model.drop_top
+
+
+class DataConfig(_Section):
+    name: Literal["digits", "imagefolder", "cub200", "cars196", "sop", "inshop"] = "digits"
+    root: str = ""  # where the dataset lives on disk
+    hub_id: str = ""  # a Hugging Face hub dataset id (CUB and Cars copies), used when root is empty
+    image_size: int | Auto = "auto"  # auto: the model's pretrained input size (299 for Inception-V3)
+    transform: Literal["paper", "timm"] = "paper"  # paper: Resize + flip; timm: create_transform
+    batch_size: int = Field(40, ge=1)
+    workers: int = Field(4, ge=0)
+    strict_counts: bool = True  # image/class counts must match the dataset's known sizes
+    skip_corrupt: bool = False  # skip (and count) unreadable images instead of stopping
+    val_fraction: float = Field(0.2, ge=0, lt=1)  # training classes carved out for selection
+    selection_split: Literal["val", "test"] = "val"  # test: only to reproduce the paper's selection
+    samples_per_class: int = Field(0, ge=0)  # m > 0: class-balanced batches of m images per class
+    cache_dir: str = ""  # where `autolr data prepare` saves datasets (default ~/.cache/autolr/datasets)
+
+    @field_validator("image_size")
+    @classmethod
+    def _positive_size(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 8:
+            raise ValueError("must be 'auto' or an integer >= 8")
+        return v
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(50, ge=1)
+    lr: float = Field(1e-3, gt=0)  # every block's starting LR
+    head_lr: float = Field(1e-2, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = True
+    weight_decay: float = Field(5e-4, ge=0)
+    schedule: Literal["constant", "step", "multistep", "cyclic", "sgdr", "cosine", "layer_decay", "autolr"] = "constant"
+    milestones: list[int] = [40]  # step/multistep/autolr: epochs after which every LR is multiplied by gamma
+    gamma: float = Field(0.2, gt=0)
+    lr_min: float = Field(1e-4, ge=0)  # cyclic/sgdr/cosine: the minimum (lr is the maximum)
+    cycles: int = Field(2, ge=1)  # cyclic: triangular cycles over the run
+    restarts: int = Field(2, ge=0)  # sgdr: warm restarts over the run
+    warmup_epochs: int = Field(0, ge=0)  # linear warmup (cosine)
+    layer_decay: float = Field(0.75, gt=0, le=1)  # layer_decay: LR scale = decay ** (depth from the top)
+    seed: int = 0
+    precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: what accelerate launch says
+    grad_accum: int = Field(1, ge=1)  # batches per optimizer step
+    log_every: int = Field(20, ge=1)  # steps between loss read-outs (the only host syncs)
+    keep_checkpoints: int = Field(1, ge=1)  # newest epoch checkpoints kept for --resume
+
+
+class AutolrConfig(_Section):
+    """AutoLR (Algorithm 2), used when train.schedule = "autolr"; method.md section 3."""
+
+    alpha: float = Field(2.0, gt=0)  # first-epoch ramp starts at alpha * min(v)
+    beta: float = Field(0.4, gt=0)  # ... and ends at beta * max(v)
+    tau: float = Field(0.94, gt=0, le=1)  # sorting-quality threshold
+    strict: bool = False  # true: the paper's S > tau, never relaxed; false: the reference code's rule
+    max_trials: int = Field(5, ge=1)  # runs of one epoch at most; then the best-scoring trial is kept
+    min_lr: float = Field(1e-6, gt=0)
+    max_lr: float = Field(0.1, gt=0)
+    reset_momentum: bool = True  # clear momentum buffers at every trial and epoch (reference code)
+    stem_scale: float = Field(0.5, ge=0)  # stem LR = stem_scale x block 1's LR (reference code)
+    hold_head: bool = True  # the head keeps train.head_lr (reference code)
+
+
+class EvalConfig(_Section):
+    recall_at: list[int] | Auto = "auto"  # auto: the dataset's standard K set
+    flip: bool = True  # sum features of the image and its horizontal flip
+    every: int = Field(0, ge=0)  # also evaluate the test split every N epochs (curves only)
+    batch_size: int = Field(128, ge=1)
+
+    @field_validator("recall_at")
+    @classmethod
+    def _positive_ks(cls, v: list[int] | str) -> list[int] | str:
+        if isinstance(v, list) and (not v or min(v) < 1):
+            raise ValueError("must be 'auto' or a non-empty list of positive integers")
+        return v
+
+
+class OutputConfig(_Section):
+    dir: str = "runs"
+    name: str = ""  # run-folder prefix; default: the recipe file's name
+    log_with: list[str] = []  # accelerate trackers, e.g. ["tensorboard"]
+
+
+class Recipe(_Section):
+    model: ModelConfig = ModelConfig()
+    prune: PruneConfig = PruneConfig()
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+    autolr: AutolrConfig = AutolrConfig()
+    eval: EvalConfig = EvalConfig()
+    output: OutputConfig = OutputConfig()
+
+    def to_toml(self) -> str:
+        """The fully resolved recipe as TOML: `autolr run <run>/recipe.toml` reproduces the run."""
+        lines = []
+        for section, values in self.model_dump().items():
+            lines.append(f"[{section}]")
+            lines += [f"{key} = {_toml_value(value)}" for key, value in values.items()]
+            lines.append("")
+        return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def shipped_recipes() -> dict[str, Path]:
+    """Recipes that ship inside the package, by name."""
+    folder = files("autolr.recipes")
+    return {Path(p.name).stem: Path(str(p)) for p in folder.iterdir() if p.name.endswith(".toml")}
+
+
+def resolve_recipe_path(recipe: str | Path) -> Path:
+    """A path on disk, or the name of a shipped recipe (`quickstart`)."""
+    path = Path(recipe)
+    if path.is_file():
+        return path
+    shipped = shipped_recipes()
+    if path.suffix == "" and str(recipe) in shipped:
+        return shipped[str(recipe)]
+    hint = _closest(str(recipe), list(shipped))
+    raise AutolrError(
+        f"recipe {str(recipe)!r} not found: give a path to a .toml file or a shipped recipe name"
+        f" ({', '.join(sorted(shipped))})" + (f"; did you mean {hint}?" if hint else "")
+    )
+
+
+def load_recipe(path: str | Path, overrides: tuple[str, ...] | list[str] = ()) -> Recipe:
+    """Read a recipe file (or shipped recipe name), apply `section.key=value` overrides, validate."""
+    path = resolve_recipe_path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise AutolrError(f"{path}: not valid TOML ({e})") from None
+    for item in overrides:
+        _apply_override(data, item)
+    recipe = parse_recipe(data, source=str(path))
+    if not recipe.output.name:
+        recipe.output.name = path.parent.name.rsplit("-", 2)[0] if path.name == "recipe.toml" else path.stem
+    return recipe
+
+
+def parse_recipe(data: dict[str, Any], source: str = "recipe") -> Recipe:
+    """Validate a recipe given as nested dicts; errors name the key path and the fix."""
+    _check_keys(data)
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as e:
+        errors = e.errors()
+        loc = errors[0]["loc"][:2]  # section.key; a union type adds its member names after that
+        reasons = [_reason(err) for err in errors if err["loc"][:2] == loc]
+        index = "".join(f"[{p}]" for p in errors[0]["loc"][2:] if isinstance(p, int))
+        key = ".".join(str(p) for p in loc) + index
+        value = data.get(loc[0], {}).get(loc[1]) if len(loc) == 2 else errors[0].get("input")
+        reason = " or ".join(dict.fromkeys(reasons))
+        raise AutolrError(f"{source}: bad value for {key}: {value!r} ({reason})") from None
+
+
+def _reason(err: dict) -> str:
+    msg = err["msg"]
+    if err["type"] == "literal_error":
+        return msg.replace("Input should be", "expected")
+    return msg[0].lower() + msg[1:] if msg else err["type"]
+
+
+def _check_keys(data: dict[str, Any]) -> None:
+    sections = Recipe.model_fields
+    for section, values in data.items():
+        if section not in sections:
+            hint = _closest(section, list(sections))
+            raise AutolrError(f"unknown section [{section}]" + (f"; did you mean [{hint}]?" if hint else ""))
+        if not isinstance(values, dict):
+            raise AutolrError(f"[{section}] must be a table of keys, got {values!r}")
+        fields = sections[section].annotation.model_fields
+        for key in values:
+            if key not in fields:
+                raise AutolrError(f"unknown key {section}.{key}; {_suggest(section, key)}")
+
+
+def _suggest(section: str, key: str) -> str:
+    """The closest valid key: first in the same section, then in any section."""
+    sections = Recipe.model_fields
+    hint = _closest(key, list(sections[section].annotation.model_fields))
+    if hint:
+        return f"did you mean {section}.{hint}?"
+    everywhere = [f"{s}.{k}" for s, f in sections.items() for k in f.annotation.model_fields]
+    hint = _closest(key, [p.split(".")[1] for p in everywhere])
+    if hint:
+        return f"did you mean {next(p for p in everywhere if p.endswith('.' + hint))}?"
+    return f"valid keys in [{section}]: {', '.join(sections[section].annotation.model_fields)}"
+
+
+def _closest(word: str, options: list[str]) -> str | None:
+    match = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    return match[0] if match else None
+
+
+def _apply_override(data: dict[str, Any], item: str) -> None:
+    """`section.key=value`, the value in TOML syntax; a bare word is taken as a string."""
+    if "=" not in item or "." not in item.split("=", 1)[0]:
+        raise AutolrError(f"--set {item!r}: expected section.key=value, e.g. --set train.epochs=5")
+    path, raw = item.split("=", 1)
+    section, key = path.strip().split(".", 1)
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    data.setdefault(section, {})
+    if not isinstance(data[section], dict):
+        raise AutolrError(f"--set {item!r}: [{section}] is not a table")
+    data[section][key] = value

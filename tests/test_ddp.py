@@ -1,0 +1,34 @@
+"""Two processes on CPU (torchrun, gloo): same LRs on every rank, files written once."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+ARGS = [
+    "model.name=resnet18", "data.image_size=32", "data.workers=0", "data.batch_size=32",
+    "eval.batch_size=256", "train.epochs=2", "train.schedule=autolr", "autolr.tau=0.8", "autolr.max_trials=2",
+]
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None and not os.path.exists(os.path.join(os.path.dirname(sys.executable), "torchrun")), reason="torchrun missing")
+def test_two_process_autolr_run(tmp_path):
+    out = tmp_path / "ddp"
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    sets = [a for item in ARGS for a in ("--set", item)]
+    cmd = [torchrun, "--nproc_per_node", "2", "-m", "autolr", "run", "quickstart", "--output", str(out), *sets]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    epochs = [r for r in rows if r["kind"] == "epoch"]
+    assert [r["epoch"] for r in epochs] == [1, 2]
+    for r in epochs:
+        assert len(r["lrs_by_rank"]) == 2 and r["lrs_by_rank"][0] == r["lrs_by_rank"][1] == r["lrs"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0 <= metrics["recall@1"] <= 1
+    assert (proc.stdout + proc.stderr).count("on digits (test split)") == 1  # one process reports
+    assert not list(out.glob("**/*.tmp"))
