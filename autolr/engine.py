@@ -316,13 +316,13 @@ def autolr_epoch(trainer: Trainer, epoch: int) -> dict[str, Any]:
         accepted = accept(score, state["tau"], cfg.strict)
         _log_trial(trainer, epoch, trial, v, targets, score, accepted, stats)
         if best is None or score > best[0]:
-            best = (score, trial, list(state["lrs"]), _snapshot(trainer) if trial < cfg.max_trials else None)
+            best = (score, trial, list(state["lrs"]), _snapshot(trainer) if trial < cfg.max_trials else None, stats)
         if accepted:
             break
         if trial == cfg.max_trials:
             if best[1] != trial:
                 _restore(trainer, best[3])
-                state["lrs"] = best[2]
+                state["lrs"], stats = best[2], best[4]
             log.info("epoch %d: no trial reached S >= %.3f in %d trials; kept trial %d (S = %.3f)",
                      epoch + 1, state["tau"], cfg.max_trials, best[1], best[0])
             break
@@ -332,7 +332,8 @@ def autolr_epoch(trainer: Trainer, epoch: int) -> dict[str, Any]:
         _restore(trainer, snapshot)
     state["tau"] = relax_tau(state["tau"], cfg.strict)
     _set_autolr_base_lrs(trainer, state["lrs"])
-    return {**stats, "trials": trial, "sorting_quality": best[0] if not accepted else score}
+    kept = trial if accepted or best[1] == trial else best[1]
+    return {**stats, "trials": trial, "kept_trial": kept, "sorting_quality": score if accepted else best[0]}
 
 
 def _block_groups(trainer: Trainer) -> list[dict]:

@@ -13,7 +13,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from autolr.errors import AutolrError
 
@@ -85,6 +85,12 @@ class TrainConfig(_Section):
     grad_accum: int = Field(1, ge=1)  # batches per optimizer step
     log_every: int = Field(20, ge=1)  # steps between loss read-outs (the only host syncs)
     keep_checkpoints: int = Field(1, ge=1)  # newest epoch checkpoints kept for --resume
+
+    @model_validator(mode="after")
+    def _lr_range(self) -> TrainConfig:
+        if self.schedule in ("cyclic", "sgdr", "cosine") and self.lr_min > self.lr:
+            raise ValueError(f"lr_min = {self.lr_min} is above lr = {self.lr} (lr is the maximum): lower train.lr_min")
+        return self
 
 
 class AutolrConfig(_Section):
@@ -202,6 +208,8 @@ def parse_recipe(data: dict[str, Any], source: str = "recipe") -> Recipe:
         key = ".".join(str(p) for p in loc) + index
         value = data.get(loc[0], {}).get(loc[1]) if len(loc) == 2 else errors[0].get("input")
         reason = " or ".join(dict.fromkeys(reasons))
+        if len(loc) == 1:  # a rule across keys of one section
+            raise AutolrError(f"{source}: [{loc[0]}] {reason.removeprefix('value error, ')}") from None
         raise AutolrError(f"{source}: bad value for {key}: {value!r} ({reason})") from None
 
 

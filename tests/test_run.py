@@ -51,7 +51,7 @@ def test_log_has_one_row_per_epoch(finished_run):
 def test_resolved_recipe_reproduces_the_run(finished_run):
     resolved = tomllib.loads((finished_run / "recipe.toml").read_text())
     assert resolved["model"]["name"] == "resnet18" and resolved["train"]["epochs"] == 2
-    assert autolr.load_recipe(finished_run / "recipe.toml").output.name == "quick"
+    assert autolr.load_recipe(finished_run / "recipe.toml").output.name == "quickstart"  # the resolved recipe keeps the run-folder prefix
 
 
 def test_reloaded_model_gives_the_same_embeddings(finished_run):
