@@ -96,7 +96,7 @@ def run(
         stats = fit_epoch(trainer, epoch)
         row = {"epoch": epoch + 1, "kind": "epoch", **stats}
         if accelerator.num_processes > 1:  # the record that every rank trains with the same LRs
-            row["lrs_by_rank"] = accelerator.gather(torch.tensor([row["lrs"]], device=accelerator.device)).tolist()
+            row["lrs_by_rank"] = accelerator.gather(torch.tensor([row["lrs"]], dtype=torch.float64, device=accelerator.device)).tolist()
         if recipe.eval.every and (epoch + 1) % recipe.eval.every == 0 and epoch + 1 < recipe.train.epochs:
             row["test"] = evaluate(trainer)
         trainer.epoch = epoch + 1
