@@ -31,17 +31,90 @@ class BlockMap:
 
 
 class Adapter:
-    """Base class: override `block_map` and `truncate` for a family."""
+    """One backbone family: how its timm modules split into stem, blocks and head, and how to cut it.
+
+    Subclasses implement `block_map`; `truncate` works for every family through `block_map` (dropped
+    blocks become `nn.Identity`), and `neck` names what sits between the last block and pooling.
+    """
 
     family = "base"
     patterns: tuple[str, ...] = ()
 
     def block_map(self, model: nn.Module) -> BlockMap:
-        raise NotImplementedError
+        """Module-name prefixes of stem, blocks (low to high) and head, for the model as it is now."""
+        raise NotImplementedError(f"{type(self).__name__} must implement block_map")
 
-    def truncate(self, model: nn.Module, drop_top: int) -> None:
-        """Remove the top `drop_top` blocks in place and rebuild pooling/head for the new width."""
-        raise NotImplementedError
+    def neck(self, model: nn.Module) -> list[str]:
+        """Head modules that run inside `forward_features` or before the embedding, in forward order."""
+        head = self.block_map(model).head
+        inside = lambda n: any(n == h or n.startswith(h + ".") for h in head)  # noqa: E731
+        return [name for name, _ in model.named_modules() if name and inside(name)]
+
+    def truncate(self, model: nn.Module, drop_top: int) -> int:
+        """Remove the top `drop_top` blocks in place; rebuilds pooling/head; returns the feature size."""
+        from autolr.adapters._surgery import truncate
+
+        name = getattr(model, "pretrained_cfg", {}).get("architecture", type(model).__name__)
+        return truncate(model, self.block_map(model), drop_top, name, self.neck(model))
+
+
+def with_params(model: nn.Module, paths) -> list[str]:
+    """The paths (module names) that exist in the model and hold trainable parameters."""
+    out = []
+    for path in paths:
+        try:
+            module = model.get_submodule(path)
+        except AttributeError:
+            out += [path] if _is_param(model, path) else []
+            continue
+        if any(p.requires_grad for p in module.parameters()):
+            out.append(path)
+    return out
+
+
+def _is_param(model: nn.Module, path: str) -> bool:
+    try:
+        return model.get_parameter(path).requires_grad
+    except AttributeError:
+        return False
+
+
+def compact(model: nn.Module, names: list[str]) -> list[str]:
+    """The shortest module prefixes that cover exactly the parameters under `names`."""
+    params = [n for n, p in model.named_parameters() if p.requires_grad]
+    under = lambda prefix: {n for n in params if n == prefix or n.startswith(prefix + ".")}  # noqa: E731
+    wanted = set().union(*(under(n) for n in names)) if names else set()
+    out = set()
+    for name in names:
+        parts, best = name.split("."), name
+        for i in range(len(parts) - 1, 0, -1):
+            ancestor = ".".join(parts[:i])
+            if under(ancestor) <= wanted:
+                best = ancestor
+            else:
+                break
+        out.add(best)
+    return sorted(p for p in out if not any(p != q and p.startswith(q + ".") for q in out))
+
+
+def stage_blocks(model: nn.Module, stages: str, inner: str = "blocks") -> list[list[str]]:
+    """Blocks `stages.i.<inner>.j` (or `stages.i.j`); a stage's other modules (its downsample) join
+    its first block, so cutting that block cuts the whole stage."""
+    blocks = []
+    for i, stage in enumerate(model.get_submodule(stages)):
+        prefix = f"{stages}.{i}"
+        if not with_params(model, [prefix]):
+            continue  # a stage already cut away
+        if hasattr(stage, inner):
+            names = [f"{prefix}.{inner}.{j}" for j in range(len(getattr(stage, inner)))]
+            extra = with_params(model, [f"{prefix}.{n}" for n, _ in stage.named_children() if n != inner])
+        else:
+            names, extra = [f"{prefix}.{j}" for j in range(len(stage))], []
+        kept = [[n] for n in with_params(model, names)]
+        if kept and extra:
+            kept[0] = extra + kept[0]
+        blocks += kept
+    return blocks
 
 
 _REGISTRY: list[tuple[tuple[str, ...], type[Adapter]]] = []
@@ -67,7 +140,7 @@ def _load_all() -> None:
         return
     _LOADED = True
     for mod in pkgutil.iter_modules(__path__):
-        if mod.name != "generic":
+        if not mod.name.startswith("_") and mod.name != "generic":
             importlib.import_module(f"{__name__}.{mod.name}")
     for ep in entry_points(group="autolr.adapters"):
         ep.load()  # importing the module runs its @register_adapter decorators

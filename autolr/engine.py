@@ -86,7 +86,12 @@ def run(
         log.info("this run already finished; nothing to resume")
         return RunResult(rundir.path, rundir.read_metrics())
 
-    trainer = setup(recipe, accelerator, rundir)
+    try:
+        trainer = setup(recipe, accelerator, rundir)
+    except AutolrError:
+        if accelerator.is_main_process and not rundir.has_progress():
+            rundir.remove()  # a run that could not start leaves nothing behind
+        raise
     initial = rundir.initial_metrics() if trainer.epoch else None
     if initial is None:
         initial = evaluate(trainer)

@@ -23,7 +23,7 @@ class RetrievalNet(nn.Module):
     def __init__(self, backbone: nn.Module, num_classes: int, hidden: int = 512):
         super().__init__()
         self.backbone = backbone
-        d = backbone.num_features
+        d = getattr(backbone, "head_hidden_size", None) or backbone.num_features  # the embedding's width
         self.head = nn.Sequential(
             nn.Linear(d, hidden),
             nn.BatchNorm1d(hidden),
@@ -42,11 +42,13 @@ class RetrievalNet(nn.Module):
 
 def create_backbone(cfg: ModelConfig) -> nn.Module:
     """A timm model with its classifier removed, its weights loaded, and its top blocks cut."""
-    from autolr.weights import create_timm_model
+    from autolr.weights import create_timm_model, load_checkpoint
 
     backbone = create_timm_model(cfg)
     if cfg.drop_top:
         get_adapter(cfg.name).truncate(backbone, cfg.drop_top)
+    if cfg.checkpoint:  # after the cut: a truncated run folder fits, a full checkpoint's extra blocks are skipped
+        load_checkpoint(backbone, cfg.checkpoint)
     return backbone
 
 

@@ -43,6 +43,17 @@ class RunDir:
             _io.write_text(path / "recipe.toml", recipe.to_toml())
         return cls(path, recipe)
 
+    def has_progress(self) -> bool:
+        """Anything worth keeping: a checkpoint, a log line or metrics."""
+        return any((self.path / f).exists() for f in ("log.jsonl", "metrics.json", "checkpoints"))
+
+    def remove(self) -> None:
+        """Delete the folder this run created (only what autolr writes there)."""
+        for name in ("recipe.toml", "run.log"):
+            (self.path / name).unlink(missing_ok=True)
+        if self.path.is_dir() and not any(self.path.iterdir()):
+            self.path.rmdir()
+
     # -- metrics and logs ------------------------------------------------------------------------
     def finished(self) -> bool:
         return (self.path / "metrics.json").is_file() and (self.path / "model.safetensors").is_file()
