@@ -18,7 +18,7 @@ NECK = ("conv_head", "bn2", "norm_head", "classifier")
 
 @register_adapter(
     "efficientnet*", "tf_efficientnet*", "mobilenetv2*", "mobilenetv3*", "tf_mobilenetv3*", "mnasnet*",
-    "spnasnet*", "fbnetc*", "tinynet*", "lcnet*",
+    "spnasnet*", "fbnetc*", "tinynet*", "lcnet_*",
 )
 class EfficientNetAdapter(Adapter):
     family = "efficientnet"
