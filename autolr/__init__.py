@@ -19,6 +19,11 @@ _EXPORTS = {
     "recall_at_k": "autolr.metrics",
     "map_at_r": "autolr.metrics",
     "load_model": "autolr.model",
+    "weight_variation": "autolr.lr",
+    "sorting_quality": "autolr.lr",
+    "initial_targets": "autolr.lr",
+    "repair_targets": "autolr.lr",
+    "renew_lrs": "autolr.lr",
     "AutolrError": "autolr.errors",
     "register_adapter": "autolr.adapters",
     "get_adapter": "autolr.adapters",
@@ -32,6 +37,7 @@ if TYPE_CHECKING:
     from autolr.adapters import Adapter, BlockMap, get_adapter, register_adapter
     from autolr.engine import RunResult, run
     from autolr.errors import AutolrError
+    from autolr.lr import initial_targets, renew_lrs, repair_targets, sorting_quality, weight_variation
     from autolr.metrics import map_at_r, recall_at_k
     from autolr.model import load_model
     from autolr.recipe import Recipe, load_recipe

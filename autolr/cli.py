@@ -105,8 +105,10 @@ def main(argv: list[str] | None = None) -> int:
         if _state["debug"]:
             raise
         from rich.console import Console
+        from rich.markup import escape
 
-        Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {e}", highlight=False, markup=True)
+        # escape: messages name recipe sections like [data], which rich would read as markup
+        Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
         return e.exit_code
     except typer.Exit as e:
         return e.exit_code

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -70,7 +71,8 @@ def run(
 
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
-    accelerator = _make_accelerator(recipe)
+    accelerator, precision_note = _make_accelerator(recipe)
+    _setup_logging(None, accelerator.is_main_process)  # console now; run.log once the folder exists
     if output is None and accelerator.num_processes > 1:  # every rank must pick the same folder
         from accelerate.utils import broadcast_object_list
 
@@ -82,6 +84,7 @@ def run(
     accelerator.wait_for_everyone()
     _setup_logging(rundir.path, accelerator.is_main_process)
     log.info("run folder: %s", rundir.path)
+    log.info("precision: %s", precision_note)
     if resume and rundir.finished():
         log.info("this run already finished; nothing to resume")
         return RunResult(rundir.path, rundir.read_metrics())
@@ -92,44 +95,58 @@ def run(
         if accelerator.is_main_process and not rundir.has_progress():
             rundir.remove()  # a run that could not start leaves nothing behind
         raise
-    initial = rundir.initial_metrics() if trainer.epoch else None
-    if initial is None:
-        initial = evaluate(trainer)
-        rundir.save_initial_metrics(initial) if trainer.is_main else None
+    try:
+        initial = rundir.initial_metrics() if trainer.epoch else None
+        if initial is None:
+            initial = evaluate(trainer)
+            rundir.save_initial_metrics(initial) if trainer.is_main else None
+        fit(trainer)
+        metrics = finish(trainer, initial)
+    finally:
+        accelerator.end_training()  # closes the trackers, also when the loss diverged
+    return RunResult(rundir.path, metrics)
+
+
+def fit(trainer: Trainer) -> None:
+    """The epochs still to run: train (AutoLR trials or one pass), maybe evaluate, log, checkpoint."""
+    recipe, accelerator = trainer.recipe, trainer.accelerator
     fit_epoch = autolr_epoch if recipe.train.schedule == "autolr" else train_one_epoch
     for epoch in range(trainer.epoch, recipe.train.epochs):
         stats = fit_epoch(trainer, epoch)
         row = {"epoch": epoch + 1, "kind": "epoch", **stats}
         if accelerator.num_processes > 1:  # the record that every rank trains with the same LRs
-            row["lrs_by_rank"] = accelerator.gather(torch.tensor([row["lrs"]], dtype=torch.float64, device=accelerator.device)).tolist()
+            lrs = torch.tensor([row["lrs"]], dtype=torch.float64, device=accelerator.device)
+            row["lrs_by_rank"] = accelerator.gather(lrs).tolist()
         if recipe.eval.every and (epoch + 1) % recipe.eval.every == 0 and epoch + 1 < recipe.train.epochs:
             row["test"] = evaluate(trainer)
         trainer.epoch = epoch + 1
         _log_epoch(row, recipe.train.epochs)
         if trainer.is_main:
-            rundir.log(row)
-            rundir.save_checkpoint(trainer, keep=recipe.train.keep_checkpoints)
+            trainer.rundir.log(row)
+            trainer.rundir.save_checkpoint(trainer, keep=recipe.train.keep_checkpoints)
         accelerator.log({k: v for k, v in row.items() if isinstance(v, (int, float))}, step=epoch + 1)
         accelerator.wait_for_everyone()
 
-    final = evaluate(trainer)
+
+def finish(trainer: Trainer, initial: dict[str, float]) -> dict[str, Any]:
+    """Evaluate the final model, write `metrics.json` and the model, print the Recall@K table."""
+    recipe = trainer.recipe
     metrics = {
-        **final,
+        **evaluate(trainer),
         "initial": initial,
         "dataset": recipe.data.name,
         "model": recipe.model.name,
         "drop_top": recipe.model.drop_top,
         "epochs": recipe.train.epochs,
-        "wall_time": round(rundir.wall_time(), 2),
+        "wall_time": round(trainer.rundir.wall_time(), 2),
     }
     if trainer.is_main:
         from autolr.model import save_model
 
-        save_model(trainer.model, recipe.model, rundir.path)
-        rundir.save_metrics(metrics)
+        save_model(trainer.model, recipe.model, trainer.rundir.path)
+        trainer.rundir.save_metrics(metrics)
         print_metrics(metrics)
-    accelerator.end_training()
-    return RunResult(rundir.path, metrics)
+    return metrics
 
 
 def _log_epoch(row: dict[str, Any], epochs: int) -> None:
@@ -143,9 +160,7 @@ def _make_accelerator(recipe: Recipe):
     """Precision: "auto" defers to `accelerate launch`; an explicit recipe value wins, and says so."""
     from accelerate import Accelerator
 
-    kwargs: dict[str, Any] = {"gradient_accumulation_steps": recipe.train.grad_accum}
-    if recipe.output.log_with:
-        kwargs |= {"log_with": recipe.output.log_with}
+    kwargs: dict[str, Any] = {}  # gradient accumulation is done by hand: see train_one_epoch
     precision = recipe.train.precision
     launcher = os.environ.get("ACCELERATE_MIXED_PRECISION")
     if precision != "auto":
@@ -156,9 +171,37 @@ def _make_accelerator(recipe: Recipe):
         accelerator = Accelerator(**kwargs)
     except (ValueError, RuntimeError) as e:
         raise AutolrError(f"train.precision = {precision!r} cannot run here ({e}); try 'bf16' or 'no'") from None
-    if precision != "auto" and launcher and launcher != precision:
-        log.warning("train.precision = %r in the recipe wins over the launcher's %r", precision, launcher)
-    return accelerator
+    chosen = str(accelerator.mixed_precision)
+    if precision == "auto":
+        note = f"{chosen} (train.precision = 'auto': " + (f"the launcher's {launcher!r})" if launcher else "the default)")
+    elif launcher and launcher != precision:
+        note = f"{chosen} (train.precision = {precision!r} in the recipe wins over the launcher's {launcher!r})"
+    else:
+        note = f"{chosen} (train.precision in the recipe)"
+    return accelerator, note
+
+
+def _start_trackers(accelerator, recipe: Recipe, run_dir: Path) -> None:
+    """accelerate's experiment trackers (output.log_with), logging into the run folder."""
+    from accelerate.tracking import filter_trackers
+
+    accelerator.project_configuration.set_directories(str(run_dir))
+    try:
+        trackers = filter_trackers(recipe.output.log_with, accelerator.logging_dir)
+    except ValueError as e:
+        raise AutolrError(f"output.log_with = {recipe.output.log_with}: {e}") from None
+    found = {str(getattr(t, "value", t)) for t in trackers}
+    missing = [name for name in recipe.output.log_with if name != "all" and name not in found]
+    if missing:
+        raise AutolrError(
+            f"output.log_with names {', '.join(missing)}, which is not installed: pip install {' '.join(missing)}"
+            " (or remove it from output.log_with)"
+        )
+    accelerator.log_with = trackers
+    if accelerator.is_main_process:
+        flat = {f"{section}.{key}": value if not isinstance(value, list) else str(value)
+                for section, values in recipe.model_dump().items() for key, value in values.items()}
+        accelerator.init_trackers(run_dir.name, config=flat)
 
 
 def setup(recipe: Recipe, accelerator, rundir: RunDir) -> Trainer:
@@ -209,38 +252,48 @@ def setup(recipe: Recipe, accelerator, rundir: RunDir) -> Trainer:
     net, optimizer = accelerator.prepare(net, optimizer)
     if recipe.model.compile:
         net = torch.compile(net)
-    if recipe.output.log_with and accelerator.is_main_process:
-        accelerator.init_trackers(rundir.path.name, config=recipe.model_dump())
+    if recipe.output.log_with:
+        _start_trackers(accelerator, recipe, rundir.path)
     recall_at = data.recall_at if recipe.eval.recall_at == "auto" else list(recipe.eval.recall_at)
     trainer = Trainer(recipe, accelerator, net, optimizer, train_loader, eval_loaders, recall_at, rundir)
-    _init_lrs(trainer)
+    _check_autolr_blocks(trainer)
     rundir.restore_checkpoint(trainer)
+    _init_lrs(trainer)  # after the restore: a resumed run takes the recipe's (maybe lowered) LRs
     return trainer
 
 
+def _check_autolr_blocks(trainer: Trainer) -> None:
+    if trainer.recipe.train.schedule == "autolr" and len(_block_groups(trainer)) < 2:
+        raise AutolrError(
+            f"train.schedule = 'autolr' needs at least 2 blocks; {trainer.recipe.model.name} has"
+            f" {len(_block_groups(trainer))} after model.drop_top = {trainer.recipe.model.drop_top}: lower"
+            " drop_top or pick another schedule"
+        )
+
+
 def _init_lrs(trainer: Trainer) -> None:
-    """Per-block starting LRs: layer decay scales them; AutoLR starts every block at train.lr."""
+    """Every group's `base_lr` from the recipe: head_lr for the head, train.lr for the rest; layer decay
+    scales them; AutoLR's blocks take their current LRs (train.lr at the start, the checkpoint's after a
+    resume, clamped to [autolr.min_lr, autolr.max_lr] so that a lowered max_lr takes effect)."""
     t, blocks = trainer.recipe.train, _block_groups(trainer)
+    groups = {g["name"]: g for g in trainer.optimizer.param_groups}
+    for name, g in groups.items():
+        g["base_lr"] = t.head_lr if name == "head" else t.lr
     if t.schedule == "layer_decay":
         from autolr.schedules import layer_decay_scales
 
         scales = layer_decay_scales(len(blocks), t.layer_decay)  # stem, blocks..., head
-        groups = {g["name"]: g for g in trainer.optimizer.param_groups}
         names = ["stem", *(g["name"] for g in blocks), "head"]
-        for name, scale in zip(names, scales):
+        for name, scale in zip(names, scales, strict=True):
             if name in groups:
                 groups[name]["base_lr"] *= scale
         if "neck" in groups:
             groups["neck"]["base_lr"] *= scales[-2]
     if t.schedule == "autolr":
-        if len(blocks) < 2:
-            raise AutolrError(
-                f"train.schedule = 'autolr' needs at least 2 blocks; {trainer.recipe.model.name} has"
-                f" {len(blocks)} after model.drop_top = {trainer.recipe.model.drop_top}: lower drop_top"
-                " or pick another schedule"
-            )
-        trainer.extra["autolr"] = {"lrs": [t.lr] * len(blocks), "tau": trainer.recipe.autolr.tau}
-        _set_autolr_base_lrs(trainer, trainer.extra["autolr"]["lrs"])
+        cfg = trainer.recipe.autolr
+        state = trainer.extra.setdefault("autolr", {"lrs": [t.lr] * len(blocks), "tau": cfg.tau})
+        state["lrs"] = [min(max(lr, cfg.min_lr), cfg.max_lr) for lr in state["lrs"]]
+        _set_autolr_base_lrs(trainer, state["lrs"])
 
 
 def _channels_last(recipe: Recipe, accelerator, net) -> bool:
@@ -260,23 +313,32 @@ def set_lrs(trainer: Trainer, epoch: int, step: int) -> None:
 
 
 def train_one_epoch(trainer: Trainer, epoch: int) -> dict[str, float]:
-    """One pass over the training split; the loss is read on the host only every `log_every` steps."""
+    """One pass over the training split; the loss is read on the host only every `log_every` steps.
+
+    Gradient accumulation is explicit: every `train.grad_accum` batches make one optimizer step, and
+    the epoch's last, shorter group steps too, so nothing carries over into the next epoch or trial
+    (accelerate's `accumulate` keeps counting across epochs when the loader is not prepared by it).
+    """
     acc, net, opt = trainer.accelerator, trainer.net, trainer.optimizer
-    loader, every = trainer.train_loader, trainer.recipe.train.log_every
+    loader, every, accum = trainer.train_loader, trainer.recipe.train.log_every, trainer.recipe.train.grad_accum
     (loader.batch_sampler if hasattr(loader.batch_sampler, "set_epoch") else loader.sampler).set_epoch(epoch)
     net.train()
+    opt.zero_grad(set_to_none=True)
     loss_sum = torch.zeros((), device=acc.device)
     bad = torch.zeros((), dtype=torch.bool, device=acc.device)
-    seen, started = 0, time.time()
+    seen, started, steps = 0, time.time(), len(loader)
     memory_format = torch.channels_last if _is_channels_last(trainer) else torch.contiguous_format
-    with _progress(trainer, f"epoch {epoch + 1}/{trainer.recipe.train.epochs}", len(loader)) as bar:
+    with _progress(trainer, f"epoch {epoch + 1}/{trainer.recipe.train.epochs}", steps) as bar:
         for step, (x, y) in enumerate(loader, 1):
-            set_lrs(trainer, epoch, step - 1)
+            group_start = (step - 1) // accum * accum  # 0-based step that opened this accumulation group
+            set_lrs(trainer, epoch, group_start)
             x = x.to(acc.device, non_blocking=True, memory_format=memory_format)
             y = y.to(acc.device, non_blocking=True)
-            with acc.accumulate(net):
+            sync = step % accum == 0 or step == steps
+            with contextlib.nullcontext() if sync else acc.no_sync(net):
                 loss = F.cross_entropy(net(x), y)
-                acc.backward(loss)
+                acc.backward(loss / min(accum, steps - group_start))
+            if sync:
                 opt.step()
                 opt.zero_grad(set_to_none=True)
             loss = loss.detach()
@@ -309,7 +371,7 @@ def autolr_epoch(trainer: Trainer, epoch: int) -> dict[str, Any]:
 
     cfg, state = trainer.recipe.autolr, trainer.extra["autolr"]
     snapshot = _snapshot(trainer)
-    before = [[w.detach().clone() for w in ws] for ws in _block_weights(trainer)]
+    before = _block_weights_in(trainer, snapshot["model"])  # epoch-start weights: views into the snapshot
     targets, best = None, None
     for trial in range(1, cfg.max_trials + 1):
         _set_autolr_base_lrs(trainer, state["lrs"])
@@ -320,10 +382,10 @@ def autolr_epoch(trainer: Trainer, epoch: int) -> dict[str, Any]:
         score = sorting_quality(v)
         accepted = accept(score, state["tau"], cfg.strict)
         _log_trial(trainer, epoch, trial, v, targets, score, accepted, stats)
-        if best is None or score > best[0]:
-            best = (score, trial, list(state["lrs"]), _snapshot(trainer) if trial < cfg.max_trials else None, stats)
         if accepted:
             break
+        if best is None or score > best[0]:  # a later trial may do worse: keep this one's end state
+            best = (score, trial, list(state["lrs"]), _snapshot(trainer) if trial < cfg.max_trials else None, stats)
         if trial == cfg.max_trials:
             if best[1] != trial:
                 _restore(trainer, best[3])
@@ -350,6 +412,12 @@ def _block_weights(trainer: Trainer) -> list[list[torch.Tensor]]:
     return [[p for p in g["params"] if p.dim() >= 2] for g in _block_groups(trainer)]
 
 
+def _block_weights_in(trainer: Trainer, state: dict[str, torch.Tensor]) -> list[list[torch.Tensor]]:
+    """The blocks' conv/linear weights as found in a (snapshot) state dict of the bare model."""
+    names = {id(p): n for n, p in trainer.model.named_parameters()}
+    return [[state[names[id(w)]] for w in ws] for ws in _block_weights(trainer)]
+
+
 def _weight_variation(trainer: Trainer, before: list[list[torch.Tensor]]) -> list[float]:
     from autolr.lr import weight_variation
 
@@ -359,7 +427,7 @@ def _weight_variation(trainer: Trainer, before: list[list[torch.Tensor]]) -> lis
 def _set_autolr_base_lrs(trainer: Trainer, lrs: list[float]) -> None:
     """Blocks take AutoLR's LRs; the stem `stem_scale` x block 1's; the neck follows the top block."""
     cfg = trainer.recipe.autolr
-    for g, lr in zip(_block_groups(trainer), lrs):
+    for g, lr in zip(_block_groups(trainer), lrs, strict=True):
         g["base_lr"] = lr
     for g in trainer.optimizer.param_groups:
         if g["name"] == "stem":
@@ -376,10 +444,12 @@ def _snapshot(trainer: Trainer) -> dict[str, Any]:
         id(p): {k: (v.clone() if torch.is_tensor(v) else v) for k, v in st.items()}
         for p, st in trainer.optimizer.state.items()
     }
+    scaler = trainer.accelerator.scaler  # fp16 only: its loss scale is part of the state a trial starts from
     return {
         "model": {k: v.detach().clone() for k, v in trainer.model.state_dict().items()},
         "optimizer": opt_state,
         "rng": _rng_state(),
+        "scaler": scaler.state_dict() if scaler is not None else None,
     }
 
 
@@ -393,6 +463,8 @@ def _restore(trainer: Trainer, snap: dict[str, Any]) -> None:
     for pid, st in snap["optimizer"].items():
         opt.state[params[pid]] = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in st.items()}
     _set_rng_state(snap["rng"])
+    if snap["scaler"] is not None:
+        trainer.accelerator.scaler.load_state_dict(snap["scaler"])
 
 
 def _rng_state() -> dict[str, Any]:
@@ -436,11 +508,15 @@ def _check_finite(trainer: Trainer, bad: torch.Tensor) -> None:
     """Stop cleanly on a NaN/inf loss, naming the groups whose LRs were highest."""
     if not bool(trainer.accelerator.reduce(bad.float(), "max").item()):
         return
-    groups = sorted(trainer.optimizer.param_groups, key=lambda g: -g["lr"])[:3]
-    names = ", ".join(f"{g['name']} (lr {g['lr']:.3g})" for g in groups)
+    blocks = sorted(_block_groups(trainer), key=lambda g: -g["lr"])[:3]
+    names = ", ".join(f"{g['name']} (lr {g['lr']:.3g})" for g in blocks)
+    head = next((g["lr"] for g in trainer.optimizer.param_groups if g["name"] == "head"), None)
+    kept = (f"the checkpoint of epoch {trainer.epoch} is kept: lower them and continue with --resume"
+            if trainer.epoch else "no epoch finished, so there is no checkpoint: lower them and run again")
     raise Diverged(
-        f"the loss became NaN/inf in epoch {trainer.epoch + 1}; highest LRs: {names}. The last good"
-        " checkpoint is kept: lower train.lr / train.head_lr (or autolr.max_lr) and run again with --resume"
+        f"the loss became NaN/inf in epoch {trainer.epoch + 1}; the blocks with the highest LRs: {names}"
+        + (f"; head lr {head:.3g}" if head is not None else "")
+        + f". Lower train.lr / train.head_lr (or autolr.max_lr); {kept}"
     )
 
 
@@ -544,7 +620,7 @@ def _console():
     return Console(stderr=True)
 
 
-def _setup_logging(run_dir: Path, main: bool) -> None:
+def _setup_logging(run_dir: Path | None, main: bool) -> None:
     """Rich console logging on the main process, and a plain `run.log` in the run folder."""
     from rich.logging import RichHandler
 
@@ -556,10 +632,11 @@ def _setup_logging(run_dir: Path, main: bool) -> None:
             h.close()
     if not main:
         return
-    console = RichHandler(console=_console(), show_path=False, show_time=False)
-    file = logging.FileHandler(run_dir / "run.log")
-    file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    for h in (console, file):
+    handlers = [RichHandler(console=_console(), show_path=False, show_time=False)]
+    if run_dir is not None:
+        handlers.append(logging.FileHandler(run_dir / "run.log"))
+        handlers[-1].setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    for h in handlers:
         h._autolr = True
         log.addHandler(h)
 

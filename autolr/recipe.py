@@ -23,6 +23,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 Auto = Literal["auto"]
+# accelerate's experiment trackers (accelerate.utils.LoggerType), for output.log_with
+TRACKERS = {"all", "tensorboard", "wandb", "trackio", "comet_ml", "aim", "mlflow", "clearml", "dvclive", "swanlab"}
 
 
 class _Section(BaseModel):
@@ -125,7 +127,17 @@ class EvalConfig(_Section):
 class OutputConfig(_Section):
     dir: str = "runs"
     name: str = ""  # run-folder prefix; default: the recipe file's name
-    log_with: list[str] = []  # accelerate trackers, e.g. ["tensorboard"]
+    log_with: list[str] = []  # accelerate trackers, e.g. ["tensorboard"]; they log into the run folder
+
+    @field_validator("log_with")
+    @classmethod
+    def _known_trackers(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if name not in TRACKERS:
+                hint = _closest(name, sorted(TRACKERS))
+                raise ValueError(f"unknown tracker {name!r}" + (f"; did you mean {hint!r}?" if hint else "")
+                                 + f" (one of {', '.join(sorted(TRACKERS))})")
+        return v
 
 
 class Recipe(_Section):
@@ -206,7 +218,7 @@ def parse_recipe(data: dict[str, Any], source: str = "recipe") -> Recipe:
         reasons = [_reason(err) for err in errors if err["loc"][:2] == loc]
         index = "".join(f"[{p}]" for p in errors[0]["loc"][2:] if isinstance(p, int))
         key = ".".join(str(p) for p in loc) + index
-        value = data.get(loc[0], {}).get(loc[1]) if len(loc) == 2 else errors[0].get("input")
+        value = data.get(loc[0], {}).get(loc[1]) if len(loc) == 2 and not index else errors[0].get("input")
         reason = " or ".join(dict.fromkeys(reasons))
         if len(loc) == 1:  # a rule across keys of one section
             raise AutolrError(f"{source}: [{loc[0]}] {reason.removeprefix('value error, ')}") from None

@@ -90,6 +90,7 @@ class RunDir:
             "rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "extra": trainer.extra,
+            "scaler": trainer.accelerator.scaler.state_dict() if trainer.accelerator.scaler is not None else None,
             "wall_time": self.wall_time(),
         }
         path = self.checkpoints / f"epoch-{trainer.epoch:04d}.pt"
@@ -113,6 +114,8 @@ class RunDir:
             if state["cuda_rng"] and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
             trainer.extra.update(state["extra"])
+            if state.get("scaler") and trainer.accelerator.scaler is not None:
+                trainer.accelerator.scaler.load_state_dict(state["scaler"])
             trainer.epoch = state["epoch"]
             self._previous_wall_time = state["wall_time"]
             if trainer.is_main:

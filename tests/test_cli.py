@@ -63,3 +63,54 @@ def test_cli_start_imports_nothing_heavy():
     code = "import sys, autolr, autolr.cli, autolr.adapters; autolr.adapters.adapters(); print(sorted(m for m in ('torch', 'timm', 'accelerate', 'datasets') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("[dat]\nname = 'digits'\n", "unknown section [dat]; did you mean [data]?"),
+        ("[data]\nbatchsize = 3\n", "unknown key data.batchsize; did you mean data.batch_size?"),
+        ("[model]\nlr = 0.1\n", "did you mean train.lr?"),
+        ("x = 1\n", "unknown section [x]"),
+        ("[train]\nschedule = 'sgd'\n", "bad value for train.schedule: 'sgd'"),
+        ("[train]\nmilestones = ['x']\n", "bad value for train.milestones[0]: 'x'"),
+        ("[data]\nimage_size = 4\n", "bad value for data.image_size: 4"),
+        ("[train\n", "not valid TOML"),
+    ],
+)
+def test_recipe_errors_print_in_full(tmp_path, capsys, toml, message):
+    """The CLI prints the whole message: section names in [brackets] are not eaten as markup."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text(toml)
+    assert main(["validate", str(bad)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--resume", "--overwrite"], "contradict each other"),
+        (["--set", "output=1"], "expected section.key=value"),
+        (["--set", "data.batch_size=5000"], "larger than the 901 training images"),
+        (["--set", "model.drop_top=99"], "drop_top"),
+    ],
+)
+def test_run_errors_are_exit_2_and_write_nothing(tmp_path, capsys, args, message):
+    out = tmp_path / "run"
+    assert main(["run", "quickstart", "--output", str(out), *sets(*TINY), *args]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert message in err and "Traceback" not in err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_output_that_is_a_file_or_not_a_run(tmp_path, capsys):
+    f = tmp_path / "file"
+    f.write_text("x")
+    assert main(["run", "quickstart", "--output", str(f), *sets(*TINY)]) == 2
+    assert "is a file" in capsys.readouterr().err
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("x")
+    assert main(["run", "quickstart", "--output", str(other), "--resume", *sets(*TINY)]) == 2
+    assert "holds no autolr run" in capsys.readouterr().err
