@@ -124,6 +124,7 @@ def test_imagefolder_has_one_class_list(tmp_path, cfg, caplog):
     assert bundle.train.features["label"].names == ["a", "b", "c"]
     assert bundle.test.features["label"].names == ["b", "x"]
     assert labels_of(bundle.test) == [0, 0, 0, 1, 1, 1]
+    assert bundle.num_classes == 3  # the head: one output per training class, none for "x"
     assert "not class-disjoint" in caplog.text
 
 
@@ -190,6 +191,38 @@ def test_cmyk_palette_and_grey_images_decode_to_rgb(fake, cfg):
     write_gray(built.files[2])
     train = load_data(cfg("cub200", built.folder)).train
     assert [train[i]["image"].mode for i in range(3)] == ["RGB", "RGB", "RGB"]
+
+
+def _first_batch(split, workers: int):
+    from autolr.data.loader import make_loader
+
+    return next(iter(make_loader(split, _blank, batch_size=len(split), workers=workers, seed=0, train=False)))
+
+
+def _blank(image):
+    import torch
+
+    return torch.zeros(1)
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_file_broken_inside_fails_in_training_naming_it_and_the_fix(fake, cfg, workers):
+    built = fake("cub200")
+    built.files[0].write_bytes(b"not an image" + b"\xff\xd9")  # passes the cheap end-marker check
+    train = load_data(cfg("cub200", built.folder, skip_corrupt=True)).train
+    with pytest.raises(AutolrError) as e:
+        _first_batch(train, workers)
+    message = str(e.value)  # one line, also from a worker process (torch wraps it in a traceback)
+    assert message.startswith(f"cannot read {built.files[0]} (UnidentifiedImageError") and "\n" not in message
+    assert "--skip-corrupt" in message and "data.skip_corrupt = true alone" in message
+
+
+def test_a_damaged_stored_image_names_its_row_and_the_fix():
+    from autolr.data._build import make_split
+
+    split = make_split([{"bytes": b"junk", "path": "a/1.jpg"}], [0], ["a"])
+    with pytest.raises(AutolrError, match=r"image 0 of the split \(stored in the dataset, from a/1.jpg.*autolr data prepare"):
+        _first_batch(split, workers=0)
 
 
 # --- validation carve-out -------------------------------------------------------------------------

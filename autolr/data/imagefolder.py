@@ -1,7 +1,12 @@
 """`root/train/<class>/*` and `root/test/<class>/*`: the layout the reference code used.
 
-One class list across train and test (so a class name means the same class in both), then labels
-0..C-1 per split like every other dataset.
+One class list across train and test: a class is its folder name, and each split's ClassLabel names
+its classes by those names, so `int2str` gives the same name for the same class in either split. The
+label *numbers* are 0..C-1 per split, like every other dataset, rather than one ClassLabel over the
+union: the training head has one output per training class and the validation carve-out picks among
+them, so test-only classes in the training label space would be dead head outputs and could be drawn
+as validation classes with no images; evaluation compares labels only within a split, so a shared
+numbering would buy nothing.
 """
 
 from __future__ import annotations
