@@ -90,7 +90,7 @@ def _print_table(info: dict[str, Any]) -> None:
     for col in ("part", "members", "params", "output shape"):
         table.add_column(col, justify="right" if col == "params" else "left")
     table.add_row("stem", ", ".join(info["stem"]) or "-", f"{info['stem_params']:,}", "")
-    for i, (block, n, shape) in enumerate(zip(info["blocks"], info["params"], info["shapes"]), 1):
+    for i, (block, n, shape) in enumerate(zip(info["blocks"], info["params"], info["shapes"], strict=True), 1):
         table.add_row(f"block {i}", ", ".join(block), f"{n:,}", str(tuple(shape)) if shape else "")
     table.add_row("head", ", ".join(info["head"]) or "-", f"{info['head_params']:,}", "")
     console = Console()

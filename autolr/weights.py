@@ -127,41 +127,44 @@ def _load_file(path: Path) -> dict[str, torch.Tensor]:
 def load_checkpoint(model: nn.Module, checkpoint: str | Path) -> None:
     """Load backbone weights strictly: missing / unexpected keys are errors naming them.
 
-    Tolerated and logged: a classifier (the backbone has none), and tensors of blocks the cut removed.
+    Tolerated and logged: a classifier (the backbone has none), and the tensors of the blocks (and
+    neck) that `model.drop_top` cut away, by their module paths before the cut. Nothing else.
     """
+    from autolr.adapters._surgery import dropped_paths
+
     state = read_state_dict(checkpoint)
     own = model.state_dict()
-    classifier = _classifier_prefixes(model)
-    dropped_cls = [k for k in state if k not in own and any(k.startswith(p + ".") for p in classifier)]
-    cut = [k for k in state if k not in own and k not in dropped_cls and not _resolvable(model, k)]
-    unexpected = [k for k in state if k not in own and k not in dropped_cls and k not in cut]
+    under = lambda key, prefixes: any(key.startswith(p + ".") for p in prefixes)  # noqa: E731
+    extra = [k for k in state if k not in own]
+    classifier = [k for k in extra if under(k, _classifier_prefixes(model))]
+    cut = [k for k in extra if k not in classifier and under(k, dropped_paths(model))]
+    unexpected = [k for k in extra if k not in classifier and k not in cut]
     missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
     shapes = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in own.items() if k in state and state[k].shape != v.shape]
-    name = getattr(model, "pretrained_cfg", {}).get("architecture", type(model).__name__)
-    for problem, keys in (("missing backbone keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
-        if keys:
-            raise AutolrError(
-                f"model.checkpoint = {str(checkpoint)!r} does not fit {name}: {problem}: {', '.join(keys[:8])}"
-                + (f" (+{len(keys) - 8} more)" if len(keys) > 8 else "")
-            )
-    if dropped_cls:
-        log.info("checkpoint: dropped its classifier (%s)", ", ".join(sorted({k.rsplit(".", 1)[0] for k in dropped_cls})))
+    problems = [
+        f"{problem}: {', '.join(keys[:8])}" + (f" (+{len(keys) - 8} more)" if len(keys) > 8 else "")
+        for problem, keys in (("missing backbone keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes))
+        if keys
+    ]
+    if problems:
+        name = getattr(model, "pretrained_cfg", {}).get("architecture", type(model).__name__)
+        raise AutolrError(f"model.checkpoint = {str(checkpoint)!r} does not fit {name}: {'; '.join(problems)}")
+    if classifier:
+        log.info("checkpoint: dropped its classifier (%s)", _describe(state, classifier))
     if cut:
-        log.info("checkpoint: %d tensors belong to blocks removed by model.drop_top; not loaded", len(cut))
+        log.info(
+            "checkpoint: %d tensors of the parts model.drop_top removed (%s) not loaded",
+            len(cut), ", ".join(p for p in dropped_paths(model) if any(k.startswith(p + ".") for k in cut)),
+        )
     model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+
+
+def _describe(state: dict[str, torch.Tensor], keys: list[str]) -> str:
+    """What was dropped, with its size: "fc.weight (1000, 2048), fc.bias (1000,)"."""
+    return ", ".join(f"{k} {tuple(state[k].shape)}" for k in keys)
 
 
 def _classifier_prefixes(model: nn.Module) -> list[str]:
     cfg = getattr(model, "pretrained_cfg", {}) or {}
     names = cfg.get("classifier") or "fc"
     return [names] if isinstance(names, str) else list(names)
-
-
-def _resolvable(model: nn.Module, key: str) -> bool:
-    """Whether the module that would hold `key` still exists (False: it was cut away)."""
-    module = key.rsplit(".", 1)[0]
-    try:
-        model.get_submodule(module)
-        return True
-    except AttributeError:
-        return False

@@ -3,12 +3,14 @@
 import json
 import sys
 
+import autolr.adapters as registry
 import pytest
 import timm
 import torch
-
-import autolr.adapters as registry
 from autolr.adapters import Adapter, BlockMap, get_adapter, register_adapter, split_parameters
+from autolr.adapters._surgery import valid_depths
+from autolr.adapters.generic import GenericAdapter, feature_info_stages
+
 from autolr.cli import main
 from autolr.errors import AutolrError
 
@@ -24,6 +26,7 @@ FAMILIES = [
     ("swin_tiny_patch4_window7_224", 224, 12, "swin"),
     ("poolformer_s12", 64, 12, "generic"),
     ("regnetx_002", 64, 13, "generic"),
+    ("pit_ti_224", 224, 12, "generic"),  # no group_matcher: blocks from its feature_info
 ]
 
 
@@ -44,7 +47,7 @@ def test_paper_splits():
     r50 = build("resnet50")
     bmap = get_adapter("resnet50").block_map(r50)
     assert bmap.stem == ["conv1", "bn1"]
-    assert [b[0] for b in bmap.blocks] == [f"layer{s}.{i}" for s, n in zip((1, 2, 3, 4), (3, 4, 6, 3)) for i in range(n)]
+    assert [b[0] for b in bmap.blocks] == [f"layer{s}.{i}" for s, n in zip((1, 2, 3, 4), (3, 4, 6, 3), strict=True) for i in range(n)]
     inc = get_adapter("inception_v3").block_map(build("inception_v3"))
     assert inc.stem == [] and len(inc.blocks) == 13
     assert inc.blocks[0] == ["Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3"]
@@ -92,6 +95,25 @@ def test_efficientnet_neck_is_dropped_not_reinitialised():
     assert model.num_features == 192
 
 
+def test_generic_falls_back_to_feature_info():
+    model = build("pit_ti_224")  # no group_matcher, and its stages sit in `transformers`
+    assert not hasattr(model, "group_matcher")
+    assert feature_info_stages(model) == ["transformers.0", "transformers.1", "transformers.2"]
+    bmap = get_adapter("pit_ti_224").block_map(model)
+    assert bmap.stem == ["cls_token", "patch_embed", "pos_embed"] and bmap.head == ["norm"]
+    assert bmap.blocks[2] == ["transformers.1.pool", "transformers.1.blocks.0"]  # a stage's pooling: its first block
+    assert get_adapter("pit_ti_224").truncate(model, 4) == 128  # all of stage 3: the final norm (256) goes
+    assert isinstance(model.transformers[2], torch.nn.Identity) and isinstance(model.norm, torch.nn.Identity)
+    assert model.forward_head(model.forward_features(torch.randn(1, 3, 224, 224)), pre_logits=True).shape == (1, 128)
+
+
+def test_a_neck_container_that_no_longer_fits_goes_whole():
+    model = build("hgnetv2_b0")  # head.last_conv = conv(1024 -> 2048), act, affine: after pooling
+    assert get_adapter("hgnetv2_b0").truncate(model, 1) == 512
+    assert isinstance(model.head.last_conv, torch.nn.Identity)  # timm's reset_classifier needs it so
+    assert model.forward_head(model.forward_features(torch.randn(2, 3, 64, 64)), pre_logits=True).shape == (2, 512)
+
+
 def test_vit_keeps_its_final_norm():
     model = build("test_vit", img_size=160)
     norm = model.norm
@@ -101,13 +123,36 @@ def test_vit_keeps_its_final_norm():
 
 @pytest.mark.parametrize("depth", [-1, 8, 20])
 def test_impossible_depth_names_the_valid_range(depth):
-    with pytest.raises(AutolrError, match="choose 0 to 7"):
+    with pytest.raises(AutolrError, match=r"resnet18 with 8 blocks \(valid: 0\.\.7\)"):
         get_adapter("resnet18").truncate(build("resnet18"), depth)
 
 
-def test_a_cut_the_family_cannot_make_is_a_clear_error():
-    with pytest.raises(AutolrError, match="cannot be cut"):
-        get_adapter("densenet121").truncate(build("densenet121"), 3)
+def tiny_densenet():
+    from timm.models.densenet import DenseNet
+
+    torch.manual_seed(0)
+    return DenseNet(growth_rate=8, block_config=(2, 3), num_classes=0)  # blocks: 2 + 3 dense layers
+
+
+def test_a_cut_the_family_cannot_make_names_the_depths_that_work():
+    model = tiny_densenet()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    # a dense layer feeds every later one: only whole dense blocks can go (3: all of denseblock2)
+    with pytest.raises(AutolrError, match=r"DenseNet cannot be cut .*valid: 0, 3, or register"):
+        GenericAdapter().truncate(model, 1)
+    after = model.state_dict()  # the failed cut is undone
+    assert after.keys() == before.keys() and all(torch.equal(after[k], v) for k, v in before.items())
+    assert GenericAdapter().truncate(model, 3) == 16  # transition1's output: norm5 (52) is dropped
+    assert isinstance(model.features.denseblock2, torch.nn.Identity)
+    assert model.forward_head(model.forward_features(torch.randn(1, 3, 64, 64)), pre_logits=True).shape == (1, 16)
+
+
+def test_valid_depths_search_is_time_boxed():
+    model = tiny_densenet()
+    adapter = GenericAdapter()
+    bmap = adapter.block_map(model)
+    assert valid_depths(model, bmap, adapter.neck(model)) == ([0, 3], 0)
+    assert valid_depths(model, bmap, adapter.neck(model), budget_s=0) == ([0, 3], 3)  # whole blocks first
 
 
 @pytest.fixture
@@ -172,6 +217,6 @@ def test_cli_show_json_and_table(capsys):
     assert main(["adapters", "list"]) == 0
     assert "inception_v3" in capsys.readouterr().out
     assert main(["adapters", "show", "resnet50", "--prune", "16"]) == 2
-    assert "choose 0 to 15" in capsys.readouterr().err
+    assert "(valid: 0..15)" in capsys.readouterr().err
     assert main(["adapters", "show", "resnet5O"]) == 2
     assert "did you mean" in capsys.readouterr().err

@@ -64,11 +64,53 @@ def test_missing_and_unexpected_keys_are_named(tmp_path, source):
         create_backbone(ModelConfig(name="resnet34", pretrained=False, checkpoint=str(tmp_path / "extra.safetensors")))
 
 
-def test_a_full_checkpoint_loads_into_a_cut_model(tmp_path, source):
+def test_a_full_checkpoint_loads_into_a_cut_model(tmp_path, source, caplog):
     model, _ = source
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "w.safetensors"))
-    cut = create_backbone(ModelConfig(name="resnet18", pretrained=False, drop_top=2, checkpoint=str(tmp_path / "w.safetensors")))
-    torch.testing.assert_close(cut.layer3[0].conv1.weight, model.layer3[0].conv1.weight)
+    with caplog.at_level("INFO", logger="autolr"):
+        cut = create_backbone(ModelConfig(name="resnet18", pretrained=False, drop_top=1, checkpoint=str(tmp_path / "w.safetensors")))
+    torch.testing.assert_close(cut.layer4[0].conv1.weight, model.layer4[0].conv1.weight)
+    assert "parts model.drop_top removed (layer4.1) not loaded" in caplog.text
+
+
+def save(tmp_path, state, name="w.safetensors"):
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / name))
+    return str(tmp_path / name)
+
+
+@pytest.mark.parametrize("drop_top", [0, 1])
+def test_a_stray_key_is_an_error_even_where_no_module_holds_it(tmp_path, source, drop_top):
+    """Only the dropped blocks' keys are skipped: a key of a module that never existed is no cut block."""
+    model, _ = source
+    path = save(tmp_path, {**model.state_dict(), "layer9.0.conv1.weight": torch.zeros(3), "proj.bias": torch.zeros(2)})
+    with pytest.raises(AutolrError, match="unexpected keys: layer9.0.conv1.weight, proj.bias"):
+        create_backbone(ModelConfig(name="resnet18", pretrained=False, drop_top=drop_top, checkpoint=path))
+
+
+def test_keys_under_a_kept_block_are_not_excused_by_the_cut(tmp_path, source):
+    model, _ = source
+    state = {**model.state_dict(), "layer4.0.extra": torch.zeros(1), "layer4.1.extra": torch.zeros(1)}
+    with pytest.raises(AutolrError, match=r"unexpected keys: layer4\.0\.extra$"):  # layer4.1 was cut: fine
+        create_backbone(ModelConfig(name="resnet18", pretrained=False, drop_top=1, checkpoint=save(tmp_path, state)))
+
+
+def test_missing_and_unexpected_keys_are_named_together(tmp_path, source):
+    model, _ = source
+    state = {k: v for k, v in model.state_dict().items() if k != "bn1.weight"} | {"stray": torch.zeros(1)}
+    with pytest.raises(AutolrError, match="missing backbone keys: bn1.weight; unexpected keys: stray"):
+        create_backbone(ModelConfig(name="resnet18", pretrained=False, checkpoint=save(tmp_path, state)))
+
+
+def test_a_cut_neck_and_a_classifier_of_another_size_are_skipped_and_said(tmp_path, caplog):
+    torch.manual_seed(3)
+    full = timm.create_model("mobilenetv3_small_050", pretrained=False, num_classes=5)
+    path = save(tmp_path, full.state_dict())
+    with caplog.at_level("INFO", logger="autolr"):
+        cut = create_backbone(ModelConfig(name="mobilenetv3_small_050", pretrained=False, drop_top=3, checkpoint=path))
+    torch.testing.assert_close(cut.blocks[4][0].conv_pw.weight, full.blocks[4][0].conv_pw.weight)
+    assert "dropped its classifier (classifier.bias (5,), classifier.weight (5, 1024))" in caplog.text
+    # the cut blocks (blocks.5 whole) and the neck that no longer fits
+    assert "removed (blocks.4.1, blocks.4.2, blocks.5, conv_head) not loaded" in caplog.text
 
 
 def test_missing_file_is_named(tmp_path):
