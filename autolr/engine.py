@@ -167,6 +167,12 @@ def _make_accelerator(recipe: Recipe):
         kwargs["mixed_precision"] = precision
     if not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         kwargs["cpu"] = True  # several processes and no GPU: DDP on CPU over gloo
+    from accelerate.state import AcceleratorState, GradientState
+
+    # accelerate keeps one process-wide state: without a reset, a second `autolr.run` in the same
+    # process could not pick another precision (the process group itself, in PartialState, stays)
+    AcceleratorState._reset_state()
+    GradientState._reset_state()
     try:
         accelerator = Accelerator(**kwargs)
     except (ValueError, RuntimeError) as e:
@@ -208,17 +214,18 @@ def setup(recipe: Recipe, accelerator, rundir: RunDir) -> Trainer:
     """Data, model, optimizer, loaders; restores the last checkpoint when resuming."""
     from autolr.data import load_data
     from autolr.data.loader import make_loader
-    from autolr.data.transforms import build_transforms
+    from autolr.data.transforms import build_transforms, test_resize
     from autolr.model import RetrievalNet, create_backbone, param_groups
 
     torch.manual_seed(recipe.train.seed)
+    backbone = create_backbone(recipe.model)  # first: a weights problem shows before data is read
+    train_tf, test_tf, size = build_transforms(recipe.data, backbone.pretrained_cfg)
     with accelerator.main_process_first():  # a first load may write a cache: once, by the main process
-        data = load_data(recipe.data, seed=recipe.train.seed)
-    backbone = create_backbone(recipe.model)
+        # the smallest prepared copy that is still large enough for this model's test resize
+        data = load_data(recipe.data, seed=recipe.train.seed, min_side=test_resize(size))
     net = RetrievalNet(backbone, data.num_classes)
     if _channels_last(recipe, accelerator, net):
         net = net.to(memory_format=torch.channels_last)
-    train_tf, test_tf, size = build_transforms(recipe.data, backbone.pretrained_cfg)
     log.info(
         "%s (%s): %d training images in %d classes at %d px, evaluated on %s; model %s with %d blocks",
         data.name, data.source or "built in", len(data.train), data.num_classes, size, data.eval_on, recipe.model.name,

@@ -7,7 +7,7 @@ import pytest
 import autolr
 
 TINY = [
-    "model.name=resnet18", "data.image_size=32", "data.workers=0", "data.batch_size=64",
+    "model.name=resnet18", "data.image_size=16", "data.workers=0", "data.batch_size=64",
     "eval.batch_size=512", "train.schedule=autolr", "train.lr=0.01", "eval.flip=false",
 ]
 

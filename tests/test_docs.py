@@ -19,3 +19,46 @@ def test_readme_shows_the_quickstart_recipe_in_full():
 
 def test_ci_runs_the_readme_test_command():
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_readme_custom_adapter_example_runs(tmp_path, monkeypatch):
+    """The README's custom model and adapter register, cut and train as the README says."""
+    import json
+    import sys
+
+    from autolr.adapters import _REGISTRY
+
+    import autolr
+    from autolr.cli import main
+
+    text = (ROOT / "README.md").read_text()
+    code = next(b for b in text.split("```python\n")[1:] if b.startswith("# my_adapters.py")).split("```")[0]
+    (tmp_path / "my_adapters.py").write_text(code)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr("autolr.adapters._REGISTRY", list(_REGISTRY))  # the test leaves the registry as it was
+    sys.modules.pop("my_adapters", None)
+    __import__("my_adapters")
+    import io
+    from contextlib import redirect_stdout
+
+    with redirect_stdout(io.StringIO()) as out:
+        assert main(["adapters", "show", "mynet_tiny", "--prune", "1", "--json"]) == 0
+    info = json.loads(out.getvalue())
+    assert info["adapter"] == "mynet" and len(info["blocks"]) == 3 and info["num_features"] == 256
+    recipe = autolr.load_recipe("quickstart", [
+        "model.name=mynet_tiny", "model.drop_top=1", "data.image_size=16", "train.epochs=1", "data.batch_size=64",
+        "autolr.max_trials=1", "eval.flip=false",
+    ])
+    result = autolr.run(recipe, output=tmp_path / "run")
+    assert 0 <= result.metrics["recall@1"] <= 1
+
+
+def test_readme_has_a_section_per_dataset_with_its_recipe():
+    text = (ROOT / "README.md").read_text()
+    datasets = text.split("## Datasets", 1)[1].split("\n## ", 1)[0]
+    for name, recipe in [("cub200", "resnet50_cub"), ("cars196", "resnet50_cars"), ("sop", "resnet50_sop"),
+                         ("inshop", "resnet50_inshop"), ("imagefolder", None)]:
+        assert f"(`{name}`)" in datasets, name
+        if recipe:
+            assert f"autolr run {recipe}" in datasets and (ROOT / "recipes" / f"{recipe}.toml").is_file()
+    assert "autolr data prepare" in datasets

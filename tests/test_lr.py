@@ -6,7 +6,14 @@ import pytest
 import torch
 
 from autolr.lr import (
-    TARGET_FLOOR, accept, initial_targets, relax_tau, renew_lrs, repair_targets, sorting_quality, weight_variation,
+    TARGET_FLOOR,
+    accept,
+    initial_targets,
+    relax_tau,
+    renew_lrs,
+    repair_targets,
+    sorting_quality,
+    weight_variation,
 )
 
 

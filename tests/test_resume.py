@@ -11,7 +11,7 @@ import time
 import pytest
 
 ARGS = [
-    "model.name=resnet18", "data.image_size=32", "data.workers=0", "data.batch_size=64",
+    "model.name=test_resnet", "data.image_size=16", "data.workers=0", "data.batch_size=64",
     "eval.batch_size=512", "train.epochs=3", "train.schedule=autolr", "autolr.tau=0.8",
     "autolr.max_trials=2", "train.milestones=[2]", "eval.flip=false",
 ]
@@ -37,10 +37,12 @@ def reference(tmp_path_factory):
     return finish(tmp_path_factory.mktemp("ref") / "run")
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_sigkill_then_resume_matches(tmp_path, reference, seed):
+@pytest.mark.parametrize(("seed", "workers"), [(0, 0), (1, 2)])
+def test_sigkill_then_resume_matches(tmp_path, reference, seed, workers):
+    """Seed 1 loads with 2 persistent workers: augmentation comes from (seed, epoch, index), not worker RNG."""
     out = tmp_path / "run"
-    proc = subprocess.Popen(command(out), env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    loading = ("--set", f"data.workers={workers}")
+    proc = subprocess.Popen(command(out, *loading), env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     # kill somewhere after the first checkpoint (seed 0) or anywhere early (seed 1)
     deadline = time.time() + 300
     if seed == 0:
@@ -49,7 +51,7 @@ def test_sigkill_then_resume_matches(tmp_path, reference, seed):
     time.sleep(random.Random(seed).uniform(0.0, 3.0))
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    resumed = finish(out, "--resume")
+    resumed = finish(out, "--resume", *loading)
     for key in ("recall@1", "recall@2", "recall@4", "recall@8", "map@r"):
         assert resumed[key] == reference[key], key
     trials = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]

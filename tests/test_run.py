@@ -1,9 +1,9 @@
 """End to end: a real (tiny) run from recipe to run folder, its files, and reloading the model."""
 
 import json
-import tomllib
 
 import pytest
+import tomllib
 import torch
 
 import autolr

@@ -24,8 +24,8 @@ def torch_curve(make, t, per_epoch=False):
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=t.lr)
     sched = make(opt)
     out = []
-    for e in range(t.epochs):
-        for s in range(STEPS):
+    for _ in range(t.epochs):
+        for _ in range(STEPS):
             out.append(opt.param_groups[0]["lr"])
             opt.step()
             if not per_epoch:
@@ -84,8 +84,8 @@ def test_every_schedule_keeps_group_proportions():
 
 
 def test_layer_decay_matches_timm():
-    from timm.optim import param_groups_layer_decay
     import timm
+    from timm.optim import param_groups_layer_decay
 
     model = timm.create_model("resnet18", pretrained=False, num_classes=3)
     groups = param_groups_layer_decay(model, weight_decay=0.0, layer_decay=0.75)
