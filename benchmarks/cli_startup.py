@@ -15,10 +15,12 @@ import time
 
 
 def wall(args: list[str], repeat: int) -> dict[str, float]:
+    """Wall time of `python -m autolr ARGS`, or of bare `python ARGS` when ARGS starts with `-c`."""
     times = []
+    cmd = [sys.executable, *([] if args[0] == "-c" else ["-m", "autolr"]), *args]
     for _ in range(repeat):
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "autolr", *args], check=True, capture_output=True)
+        subprocess.run(cmd, check=True, capture_output=True)
         times.append(time.perf_counter() - start)
     return {"median_s": round(statistics.median(times), 3), "min_s": round(min(times), 3)}
 
@@ -37,6 +39,7 @@ def main() -> None:
     result = {
         "benchmark": "cli_startup",
         "python": sys.version.split()[0],
+        "bare_python": wall(["-c", "pass"], args.repeat),  # the floor on this machine, for context
         "help": wall(["--help"], args.repeat),
         "validate": wall(["validate", "quickstart"], args.repeat),
         "heavy_imports_at_cli_start": heavy_imports(),
