@@ -18,6 +18,7 @@ _EXPORTS = {
     "Recipe": "autolr.recipe",
     "recall_at_k": "autolr.metrics",
     "map_at_r": "autolr.metrics",
+    "recall_and_map": "autolr.metrics",
     "load_model": "autolr.model",
     "weight_variation": "autolr.lr",
     "sorting_quality": "autolr.lr",
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
     from autolr.engine import RunResult, run
     from autolr.errors import AutolrError
     from autolr.lr import initial_targets, renew_lrs, repair_targets, sorting_quality, weight_variation
-    from autolr.metrics import map_at_r, recall_at_k
+    from autolr.metrics import map_at_r, recall_and_map, recall_at_k
     from autolr.model import load_model
     from autolr.recipe import Recipe, load_recipe
 

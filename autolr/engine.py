@@ -541,6 +541,7 @@ class _progress:
         self.progress = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
             TextColumn("{task.fields[info]}"), transient=True, console=_console(),
+            redirect_stdout=False, refresh_per_second=2,  # a slower refresh thread costs the step loop less
         )
         self.progress.start()
         self.task = self.progress.add_task(self.title, total=self.total, info="")
@@ -586,7 +587,7 @@ def _gather_in_order(acc, rows: torch.Tensor, n: int) -> torch.Tensor:
 
 def evaluate(trainer: Trainer) -> dict[str, float]:
     """Recall@K and MAP@R of the current model on the evaluation split(s); the same on every rank."""
-    from autolr.metrics import map_at_r, recall_at_k
+    from autolr.metrics import recall_and_map
 
     out = {name: embed(trainer, loader) for name, loader in trainer.eval_loaders.items()}
     if "test" in out:
@@ -596,9 +597,9 @@ def evaluate(trainer: Trainer) -> dict[str, float]:
         (q, ql), (g, gl) = out["query"], out["gallery"]
     metrics = {}
     if trainer.is_main:  # score once, then share
-        recalls = recall_at_k(q, ql, trainer.recall_at, g, gl)
+        recalls, mapr = recall_and_map(q, ql, trainer.recall_at, g, gl)  # one pass over the similarities
         metrics = {f"recall@{k}": round(v, 6) for k, v in recalls.items()}
-        metrics["map@r"] = round(map_at_r(q, ql, g, gl), 6)
+        metrics["map@r"] = round(mapr, 6)
     if trainer.accelerator.num_processes > 1:
         from accelerate.utils import broadcast_object_list
 

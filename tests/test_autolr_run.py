@@ -20,8 +20,9 @@ def rows(run_dir, kind):
 @pytest.fixture(scope="module")
 def autolr_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("autolr") / "run"
-    # K = 8 blocks: tau 0.94 would demand a perfect sort, so relax it for a short test
-    recipe = autolr.load_recipe("quickstart", TINY + ["train.epochs=2", "autolr.tau=0.8", "autolr.max_trials=3"])
+    # K = 8 blocks: tau 0.94 would demand a perfect sort, so relax it for a short test. Seen here: epoch 1
+    # S = 0.06, 0.5, 0.5 (all rejected, best kept); epoch 2 S = 0.625, then 0.75 >= 0.99 * 0.7: accepted
+    recipe = autolr.load_recipe("quickstart", TINY + ["train.epochs=2", "autolr.tau=0.7", "autolr.max_trials=3"])
     autolr.run(recipe, output=out)
     return out
 
@@ -38,6 +39,13 @@ def test_every_trial_is_logged_with_the_contract_keys(autolr_run):
         assert [t["trial"] for t in mine] == list(range(1, len(mine) + 1))
         assert len(mine) <= 3
         assert all(not t["accepted"] for t in mine[:-1])  # trials stop at the first accepted one
+
+
+def test_a_renewed_epoch_is_accepted(autolr_run):
+    trials = rows(autolr_run, "trial")
+    assert any(t["accepted"] for t in trials), [(t["epoch"], t["sorting_quality"]) for t in trials]
+    accepted = next(t for t in trials if t["accepted"])
+    assert accepted["trial"] > 1 and accepted["sorting_quality"] >= accepted["tau"] - 5e-4
 
 
 def test_rejected_trials_renew_the_lrs(autolr_run):
