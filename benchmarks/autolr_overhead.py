@@ -25,14 +25,14 @@ with `"constant"`, and prints one JSON object:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _common import stdout_to_stderr
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -45,7 +45,7 @@ def main() -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="more recipe overrides")
     args = p.parse_args()
     overrides = [*([] if args.full else QUICK), *args.set]
-    with tempfile.TemporaryDirectory() as tmp, _stdout_to_stderr():
+    with tempfile.TemporaryDirectory() as tmp, stdout_to_stderr():
         constant = _timed_run([*overrides, "train.schedule=constant"], Path(tmp, "constant"), "train_one_epoch")
         auto = _timed_run([*overrides, "train.schedule=autolr"], Path(tmp, "autolr"), "autolr_epoch")
         pieces = _pieces_ms(auto["trainer"])
@@ -135,20 +135,6 @@ def _report(overrides: list[str], constant: dict, auto: dict, pieces: dict) -> d
         },
         "goal_overhead_pct": 2.0,
     }
-
-
-@contextlib.contextmanager
-def _stdout_to_stderr():
-    """The runs' progress bars and tables go to stderr, so stdout carries only the JSON."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    os.dup2(2, 1)
-    try:
-        yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
 
 
 if __name__ == "__main__":

@@ -13,15 +13,13 @@ the cores). Each number is the median over `--rounds` epochs.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
 import statistics
-import sys
 import time
 
 import torch
 import torch.nn.functional as F
+from _common import stdout_to_stderr
 
 
 class _Batches:
@@ -124,20 +122,6 @@ class _NoBar:
         return False
 
 
-@contextlib.contextmanager
-def _stdout_to_stderr():
-    """Whatever the engine's progress bar writes goes to stderr, so stdout carries only the JSON."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    os.dup2(2, 1)
-    try:
-        yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
 def _sync(device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -156,7 +140,7 @@ def main() -> None:
     p.add_argument("--log-every", type=int, default=20)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args()
-    with _stdout_to_stderr():
+    with stdout_to_stderr():
         trainer, batches, fmt = build(args)
         plain_epoch(trainer, batches[:2], fmt)  # warm-up both paths
         autolr_epoch(trainer)
