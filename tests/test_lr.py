@@ -88,3 +88,17 @@ def test_acceptance_rules_at_the_boundary():
     assert accept(0.95, 0.94, strict=True) and not accept(0.94, 0.94, strict=True)
     assert relax_tau(0.94) == pytest.approx(0.9306)
     assert relax_tau(0.8) == 0.8 and relax_tau(0.94, strict=True) == 0.94
+
+
+def test_small_k_and_ties_in_targets():
+    """Hand-computed: K = 1 and 2 for both target rules, and a tie that makes the ramp flat."""
+    from autolr import initial_targets, repair_targets
+    from autolr.lr import TARGET_FLOOR
+
+    assert initial_targets([0.3]) == [0.3]
+    assert initial_targets([0.1, 1.0]) == pytest.approx([0.2, 0.4])  # 2 * 0.1 up to 0.4 * 1.0
+    # all equal: beta * max = 0.4 <= alpha * min = 2, so the repair rule, which leaves a sorted v alone
+    assert initial_targets([1.0, 1.0, 1.0]) == [1.0, 1.0, 1.0]
+    assert repair_targets([0.5]) == [0.5]
+    # K = 2: centre is block 2; block 1 is faster than block 2, so it becomes 1.0 - d = 0, floored
+    assert repair_targets([2.0, 1.0]) == [TARGET_FLOOR, 1.0]
