@@ -1,0 +1,71 @@
+"""`autolr eval`, `autolr cam` and `autolr sweep`: thin skins over `autolr.evaluation`, `autolr.cam` and
+`autolr.sweep`, mounted on the main app by `register(app)`. torch loads only inside the commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from autolr.errors import AutolrError
+
+Device = Annotated[Optional[str], typer.Option("--device", help="cuda, cpu, cuda:1, ... [cuda if available, else cpu].")]  # noqa: UP045
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval")(eval_)
+    app.command("cam")(cam)
+
+
+def eval_(
+    model: Annotated[str, typer.Argument(help="A finished run folder, or a model.safetensors with model.json beside it.")],
+    data: Annotated[Optional[str], typer.Option("--data", help="Another dataset (a data.name) [the run's own].")] = None,  # noqa: UP045
+    root: Annotated[Optional[str], typer.Option("--root", help="That dataset's folder.")] = None,  # noqa: UP045
+    hub_id: Annotated[Optional[str], typer.Option("--hub-id", help="A hub copy (cub200, cars196) instead of --root.")] = None,  # noqa: UP045
+    flip: Annotated[Optional[bool], typer.Option("--flip/--no-flip", help="Sum the horizontal flip's features [the run's eval.flip].")] = None,  # noqa: UP045
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Images per batch [the run's eval.batch_size].")] = None,  # noqa: UP045
+    recall_at: Annotated[Optional[str], typer.Option("--recall-at", help="K values, e.g. 1,2,4 [the run's, or the dataset's K set].")] = None,  # noqa: UP045
+    device: Device = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
+) -> None:
+    """Recall@K and MAP@R of a saved model: by default on its run's test split; also written to
+    RUN_DIR/eval-<dataset>.json."""
+    from autolr.evaluation import evaluate_saved, print_eval
+
+    result = evaluate_saved(model, data=data, root=root, hub_id=hub_id, flip=flip, batch_size=batch_size,
+                            recall_at=int_list(recall_at, "--recall-at") if recall_at else None, device=device)
+    if as_json:
+        typer.echo(json.dumps(result))
+    else:
+        print_eval(result)
+
+
+def cam(
+    run_dir: Annotated[str, typer.Argument(help="A finished run folder (or its model.safetensors).")],
+    images: Annotated[list[Path], typer.Argument(help="Image files.")],
+    blocks: Annotated[Optional[str], typer.Option("--blocks", help="Kept blocks, 1-based, e.g. 1,8,16 [4 spread up to the last].")] = None,  # noqa: UP045
+    target: Annotated[str, typer.Option("--target", help="class: the head's top logit; embedding: the embedding's norm.")] = "class",
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Folder for the PNGs [RUN_DIR/cam].")] = None,  # noqa: UP045
+    device: Device = None,
+) -> None:
+    """Grad-CAM of the fine-tuned model at chosen blocks: one PNG per image, the input and one overlay per block."""
+    from autolr.cam import cam_images
+
+    written = cam_images(run_dir, images, blocks=int_list(blocks, "--blocks") if blocks else None,
+                         target=target, output=output, device=device)
+    for path in written:
+        typer.echo(str(path))
+
+
+def int_list(text: str, option: str) -> list[int]:
+    """`1,2,4` -> [1, 2, 4]: positive integers, or an error naming the option."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise AutolrError(f"{option} {text!r}: give positive integers separated by commas, e.g. {option} 1,2,4")
+    return values
+

@@ -1,0 +1,157 @@
+"""`autolr eval`: score a saved model on any supported dataset, outside the run that trained it.
+
+The scoring replicates the engine's `evaluate` (same loaders, test transform, flip sum and metrics) on one
+process, so evaluating a run folder on its own test split reproduces its `metrics.json`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from autolr.errors import AutolrError
+from autolr.recipe import Recipe
+
+
+@dataclass
+class SavedModel:
+    """A fine-tuned network and what it was trained with (the recipe, when a run folder holds one)."""
+
+    net: Any  # RetrievalNet
+    model_name: str  # the timm name in model.json
+    recipe: Recipe
+    run_dir: Path | None  # set when a run folder was given (eval results are written there)
+
+
+def load_saved(path: str | Path) -> SavedModel:
+    """A run folder, or a `model.safetensors` with `model.json` (and maybe `recipe.toml`) beside it."""
+    from autolr.model import load_model
+    from autolr.recipe import load_recipe, parse_recipe
+
+    path = Path(path)
+    if not path.exists():
+        raise AutolrError(f"{path} not found: give a finished run folder or its model.safetensors")
+    if path.is_file() and path.name != "model.safetensors":
+        raise AutolrError(f"{path} is not a model.safetensors file: give a finished run folder or its model.safetensors")
+    folder = path if path.is_dir() else path.parent
+    net = load_model(folder)
+    recipe_file = folder / "recipe.toml"
+    # without the recipe the model's own defaults apply (image size "auto", digits), and --data names the data
+    recipe = load_recipe(recipe_file) if recipe_file.is_file() else parse_recipe({}, source=str(path))
+    name = json.loads((folder / "model.json").read_text())["timm_name"]
+    return SavedModel(net, name, recipe, folder if path.is_dir() else None)
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def eval_transform(net, recipe: Recipe):
+    """The run's test transform and image size (the model's normalisation, the recipe's size)."""
+    from autolr.data.transforms import build_transforms
+
+    _, test_tf, size = build_transforms(recipe.data, net.backbone.pretrained_cfg)
+    return test_tf, size
+
+
+@torch.no_grad()
+def embed(net, loader, device: torch.device, flip: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Embeddings (the horizontal flip summed in when `flip`) and labels, in dataset order."""
+    feats, labels = [], []
+    for x, y in loader:
+        x = x.to(device, non_blocking=True)
+        f = net.embed(x).float()
+        if flip:
+            f = f + net.embed(torch.flip(x, dims=[3])).float()
+        feats.append(f)
+        labels.append(y.to(device))
+    return torch.cat(feats), torch.cat(labels)
+
+
+def evaluate_model(
+    net, data, test_tf, *, recall_at: list[int], device: torch.device, flip: bool = True,
+    batch_size: int = 128, workers: int = 0, seed: int = 0,
+) -> dict[str, float]:
+    """Recall@K and MAP@R of `net` on a DataBundle's evaluation split(s): all-vs-all or query vs gallery."""
+    from autolr.data.loader import make_loader
+    from autolr.metrics import recall_and_map
+
+    net = net.to(device).eval()
+    out = {
+        name: embed(net, make_loader(split, test_tf, batch_size=batch_size, workers=workers, seed=seed, train=False,
+                                     pin_memory=device.type == "cuda"), device, flip)
+        for name, split in data.eval_splits().items()
+    }
+    (q, ql), (g, gl) = out.get("test", out.get("query")), out.get("gallery", (None, None))
+    recalls, mapr = recall_and_map(q, ql, recall_at, g, gl)
+    return {**{f"recall@{k}": round(v, 6) for k, v in recalls.items()}, "map@r": round(mapr, 6)}
+
+
+def eval_data_recipe(recipe: Recipe, name: str | None, root: str | None, hub_id: str | None) -> Recipe:
+    """The run's recipe with another dataset: a new name drops the run's root and hub id (they point at
+    the run's dataset); validated by the recipe schema, so a bad name is a recipe error."""
+    from autolr.recipe import parse_recipe
+
+    data = recipe.data.model_dump()
+    if name and name != data["name"]:
+        data.update(name=name, root="", hub_id="")
+    data.update({k: v for k, v in (("root", root), ("hub_id", hub_id)) if v is not None})
+    return parse_recipe({**recipe.model_dump(), "data": data}, source="autolr eval")
+
+
+def evaluate_saved(
+    path: str | Path, *, data: str | None = None, root: str | None = None, hub_id: str | None = None,
+    flip: bool | None = None, batch_size: int | None = None, recall_at: list[int] | None = None,
+    device: str | None = None,
+) -> dict[str, Any]:
+    """Evaluate a saved model; by default on its run's test split with its run's flip and K set.
+
+    The result is also written to `RUN_DIR/eval-<dataset>.json` when `path` is a run folder.
+    """
+    from autolr._io import write_json
+    from autolr.data import load_data
+    from autolr.data.transforms import test_resize
+
+    saved = load_saved(path)
+    own = saved.recipe
+    recipe = eval_data_recipe(own, data, root, hub_id)
+    test_tf, size = eval_transform(saved.net, recipe)
+    bundle = load_data(recipe.data, seed=recipe.train.seed, min_side=test_resize(size))
+    if recall_at is None:  # the run's explicit K set on its own dataset, else the dataset's standard one
+        same = recipe.data.name == own.data.name and own.eval.recall_at != "auto"
+        recall_at = list(own.eval.recall_at) if same else bundle.recall_at
+    flip = own.eval.flip if flip is None else flip
+    dev = torch.device(device) if device else default_device()
+    metrics = evaluate_model(
+        saved.net, bundle, test_tf, recall_at=recall_at, device=dev, flip=flip,
+        batch_size=batch_size or own.eval.batch_size, workers=recipe.data.workers, seed=recipe.train.seed,
+    )
+    splits = bundle.eval_splits()
+    result = {
+        **metrics, "dataset": bundle.name, "split": "query/gallery" if "query" in splits else "test",
+        "images": sum(len(s) for s in splits.values()), "source": bundle.source or "built in",
+        "model": saved.model_name, "image_size": size, "flip": flip, "recall_at": recall_at, "device": str(dev),
+    }
+    if saved.run_dir is not None:
+        write_json(saved.run_dir / f"eval-{bundle.name}.json", result)
+    return result
+
+
+def print_eval(result: dict[str, Any]) -> None:
+    """One table: each metric in percent."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{result['model']} on {result['dataset']}",
+                  caption=f"{result['split']} split, {result['images']} images, {result['image_size']} px,"
+                          f" flip {'on' if result['flip'] else 'off'}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in result.items():
+        if key.startswith(("recall@", "map@")):
+            table.add_row(key, f"{100 * value:.2f}")
+    Console().print(table)
