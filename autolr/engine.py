@@ -10,6 +10,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,12 @@ class Trainer:
     recall_at: list[int]
     rundir: RunDir
     epoch: int = 0  # epochs completed
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # saved in checkpoints: must stay picklable data
+    task: str = "retrieval"  # or "classification" (accuracy on the test split's own classes)
+    selection: bool = False  # trained on the training classes minus the validation split, scored on it
+    # (epoch, step, steps_per_epoch) -> LR factor; None: train.schedule's (iterative pruning sets its own)
+    lr_fn: Callable[[int, int, int], float] | None = None
+    loss_fn: Callable[[Any, torch.Tensor], torch.Tensor] = F.cross_entropy  # (net output, labels) -> loss
 
     @property
     def model(self):
@@ -65,8 +71,13 @@ def run(
     output: str | Path | None = None,
     resume: bool = False,
     overwrite: bool = False,
+    selection: bool = False,
 ) -> RunResult:
-    """Fine-tune, evaluate and save as the recipe says; returns the run folder and its metrics."""
+    """Fine-tune, evaluate and save as the recipe says; returns the run folder and its metrics.
+
+    `selection=True` trains on the training classes minus the validation split and scores that split
+    (metrics carry `"split": "val"`); such a run exports no model. Sweeps and searches are made of these.
+    """
     from autolr.recipe import load_recipe
 
     if not isinstance(recipe, Recipe):
@@ -88,31 +99,48 @@ def run(
     if resume and rundir.finished():
         log.info("this run already finished; nothing to resume")
         return RunResult(rundir.path, rundir.read_metrics())
+    try:
+        if recipe.prune.mode == "iterative" and not selection:
+            from autolr.silo import run_iterative
 
-    try:
-        trainer = setup(recipe, accelerator, rundir)
-    except AutolrError:
-        if accelerator.is_main_process and not rundir.has_progress():
-            rundir.remove()  # a run that could not start leaves nothing behind
-        raise
-    try:
-        initial = rundir.initial_metrics() if trainer.epoch else None
-        if initial is None:
-            initial = evaluate(trainer)
-            rundir.save_initial_metrics(initial) if trainer.is_main else None
-        fit(trainer)
-        metrics = finish(trainer, initial)
+            return RunResult(rundir.path, run_iterative(recipe, accelerator, rundir))
+        prune_metrics: dict[str, Any] = {}
+        if recipe.prune.mode == "search" and not selection:
+            from autolr.prune import search_depth
+
+            recipe, prune_metrics = search_depth(recipe, accelerator, rundir)
+        metrics = train_and_evaluate(recipe, accelerator, rundir, selection=selection, extra_metrics=prune_metrics)
     finally:
         accelerator.end_training()  # closes the trackers, also when the loss diverged
     return RunResult(rundir.path, metrics)
 
 
+def train_and_evaluate(
+    recipe: Recipe, accelerator, rundir: RunDir, *, selection: bool = False, extra_metrics: dict | None = None
+) -> dict[str, Any]:
+    """One training in an open run folder: setup (or resume), score before, fit, score after, save."""
+    try:
+        trainer = setup(recipe, accelerator, rundir, selection=selection)
+    except AutolrError:
+        if accelerator.is_main_process and not rundir.has_progress():
+            rundir.remove()  # a run that could not start leaves nothing behind
+        raise
+    initial = rundir.initial_metrics() if trainer.epoch else None
+    if initial is None:
+        initial = evaluate(trainer)
+        rundir.save_initial_metrics(initial) if trainer.is_main else None
+    fit(trainer)
+    metrics = finish(trainer, initial, extra_metrics or {})
+    accelerator.free_memory()  # drop accelerate's references to this model and optimizer
+    return metrics
+
+
 def fit(trainer: Trainer) -> None:
     """The epochs still to run: train (AutoLR trials or one pass), maybe evaluate, log, checkpoint."""
     recipe, accelerator = trainer.recipe, trainer.accelerator
-    fit_epoch = autolr_epoch if recipe.train.schedule == "autolr" else train_one_epoch
+    autolr = recipe.train.schedule == "autolr" and trainer.lr_fn is None
     for epoch in range(trainer.epoch, recipe.train.epochs):
-        stats = fit_epoch(trainer, epoch)
+        stats = run_epoch(trainer, epoch, autolr)
         row = {"epoch": epoch + 1, "kind": "epoch", **stats}
         if accelerator.num_processes > 1:  # the record that every rank trains with the same LRs
             lrs = torch.tensor([row["lrs"]], dtype=torch.float64, device=accelerator.device)
@@ -120,7 +148,7 @@ def fit(trainer: Trainer) -> None:
         if recipe.eval.every and (epoch + 1) % recipe.eval.every == 0 and epoch + 1 < recipe.train.epochs:
             row["test"] = evaluate(trainer)
         trainer.epoch = epoch + 1
-        _log_epoch(row, recipe.train.epochs)
+        _log_epoch(row, recipe.train.epochs, trainer.task)
         if trainer.is_main:
             trainer.rundir.log(row)
             trainer.rundir.save_checkpoint(trainer, keep=recipe.train.keep_checkpoints)
@@ -128,30 +156,50 @@ def fit(trainer: Trainer) -> None:
         accelerator.wait_for_everyone()
 
 
-def finish(trainer: Trainer, initial: dict[str, float]) -> dict[str, Any]:
-    """Evaluate the final model, write `metrics.json` and the model, print the Recall@K table."""
+def run_epoch(trainer: Trainer, epoch: int, autolr: bool) -> dict[str, Any]:
+    """One epoch (AutoLR's trials or one pass), with every block's weight variation over it (Fig. 2)."""
+    if autolr:
+        return autolr_epoch(trainer, epoch)
+    before = [[w.detach().clone() for w in ws] for ws in _block_weights(trainer)]
+    stats = train_one_epoch(trainer, epoch)
+    return {**stats, "v": _weight_variation(trainer, before)}
+
+
+def finish(trainer: Trainer, initial: dict[str, float], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Evaluate the final model, write `metrics.json` and the model, print the table.
+
+    A selection run (scored on the validation split) exports no model and drops its checkpoints: only
+    its score and log are kept.
+    """
     recipe = trainer.recipe
     metrics = {
         **evaluate(trainer),
         "initial": initial,
+        "split": "val" if trainer.selection else "test",
         "dataset": recipe.data.name,
         "model": recipe.model.name,
         "drop_top": recipe.model.drop_top,
         "epochs": recipe.train.epochs,
+        **(extra or {}),
         "wall_time": round(trainer.rundir.wall_time(), 2),
     }
     if trainer.is_main:
         from autolr.model import save_model
 
-        save_model(trainer.model, recipe.model, trainer.rundir.path)
-        trainer.rundir.save_metrics(metrics)
-        print_metrics(metrics)
+        if trainer.selection:
+            trainer.rundir.save_metrics(metrics)
+            trainer.rundir.drop_checkpoints()
+        else:
+            save_model(trainer.model, recipe.model, trainer.rundir.path)
+            trainer.rundir.save_metrics(metrics)
+            print_metrics(metrics)
     return metrics
 
 
-def _log_epoch(row: dict[str, Any], epochs: int) -> None:
+def _log_epoch(row: dict[str, Any], epochs: int, task: str = "retrieval") -> None:
     extra = f", {row['trials']} trial(s)" if "trials" in row else ""
-    test = f", test recall@1 {row['test']['recall@1']:.4f}" if "test" in row else ""
+    key = "accuracy" if task == "classification" else "recall@1"
+    test = f", test {key} {row['test'][key]:.4f}" if "test" in row else ""
     log.info("epoch %d/%d: loss %.4f, %.0f img/s, %.1f s%s%s", row["epoch"], epochs, row["loss"],
              row["images_per_s"], row["seconds"], extra, test)
 
@@ -210,8 +258,16 @@ def _start_trackers(accelerator, recipe: Recipe, run_dir: Path) -> None:
         accelerator.init_trackers(run_dir.name, config=flat)
 
 
-def setup(recipe: Recipe, accelerator, rundir: RunDir) -> Trainer:
-    """Data, model, optimizer, loaders; restores the last checkpoint when resuming."""
+def setup(
+    recipe: Recipe, accelerator, rundir: RunDir, *, selection: bool = False, restore: bool = True,
+    make_net: Callable[[torch.nn.Module, int], torch.nn.Module] | None = None,
+) -> Trainer:
+    """Data, model, optimizer, loaders; restores the last checkpoint when resuming.
+
+    `selection`: train on the training classes minus the validation split and evaluate that split.
+    `restore=False` leaves the restore to the caller (iterative pruning must re-apply its masks first).
+    `make_net(backbone, num_classes)`: a RetrievalNet subclass instead of the plain one.
+    """
     from autolr.data import load_data
     from autolr.data.loader import make_loader
     from autolr.data.transforms import build_transforms, test_resize
@@ -222,8 +278,8 @@ def setup(recipe: Recipe, accelerator, rundir: RunDir) -> Trainer:
     train_tf, test_tf, size = build_transforms(recipe.data, backbone.pretrained_cfg)
     with accelerator.main_process_first():  # a first load may write a cache: once, by the main process
         # the smallest prepared copy that is still large enough for this model's test resize
-        data = load_data(recipe.data, seed=recipe.train.seed, min_side=test_resize(size))
-    net = RetrievalNet(backbone, data.num_classes)
+        data = load_data(recipe.data, seed=recipe.train.seed, min_side=test_resize(size), for_selection=selection)
+    net = (make_net or RetrievalNet)(backbone, data.num_classes)
     if _channels_last(recipe, accelerator, net):
         net = net.to(memory_format=torch.channels_last)
     log.info(
@@ -262,15 +318,17 @@ def setup(recipe: Recipe, accelerator, rundir: RunDir) -> Trainer:
     if recipe.output.log_with:
         _start_trackers(accelerator, recipe, rundir.path)
     recall_at = data.recall_at if recipe.eval.recall_at == "auto" else list(recipe.eval.recall_at)
-    trainer = Trainer(recipe, accelerator, net, optimizer, train_loader, eval_loaders, recall_at, rundir)
+    trainer = Trainer(recipe, accelerator, net, optimizer, train_loader, eval_loaders, recall_at, rundir,
+                      task=getattr(data, "task", "retrieval"), selection=selection)
     _check_autolr_blocks(trainer)
-    rundir.restore_checkpoint(trainer)
+    if restore:
+        rundir.restore_checkpoint(trainer)
     _init_lrs(trainer)  # after the restore: a resumed run takes the recipe's (maybe lowered) LRs
     return trainer
 
 
 def _check_autolr_blocks(trainer: Trainer) -> None:
-    if trainer.recipe.train.schedule == "autolr" and len(_block_groups(trainer)) < 2:
+    if trainer.recipe.train.schedule == "autolr" and trainer.recipe.prune.mode != "iterative" and len(_block_groups(trainer)) < 2:
         raise AutolrError(
             f"train.schedule = 'autolr' needs at least 2 blocks; {trainer.recipe.model.name} has"
             f" {len(_block_groups(trainer))} after model.drop_top = {trainer.recipe.model.drop_top}: lower"
@@ -316,6 +374,9 @@ def set_lrs(trainer: Trainer, epoch: int, step: int) -> None:
     from autolr.schedules import apply_lrs, lr_factor
 
     steps = len(trainer.train_loader)
+    if trainer.lr_fn is not None:
+        apply_lrs(trainer.optimizer, trainer.lr_fn(epoch, step, steps))
+        return
     apply_lrs(trainer.optimizer, lr_factor(trainer.recipe.train, epoch=epoch, step=step, steps_per_epoch=steps))
 
 
@@ -343,7 +404,7 @@ def train_one_epoch(trainer: Trainer, epoch: int) -> dict[str, float]:
             y = y.to(acc.device, non_blocking=True)
             sync = step % accum == 0 or step == steps
             with contextlib.nullcontext() if sync else acc.no_sync(net):
-                loss = F.cross_entropy(net(x), y)
+                loss = trainer.loss_fn(net(x), y)
                 acc.backward(loss / min(accum, steps - group_start))
             if sync:
                 opt.step()
@@ -364,6 +425,7 @@ def train_one_epoch(trainer: Trainer, epoch: int) -> dict[str, float]:
         "seconds": round(seconds, 3),
         "images_per_s": round(seen * acc.num_processes / seconds, 1),
         "lrs": [g["lr"] for g in opt.param_groups],
+        "groups": [g["name"] for g in opt.param_groups],
     }
 
 
@@ -392,11 +454,11 @@ def autolr_epoch(trainer: Trainer, epoch: int) -> dict[str, Any]:
         if accepted:
             break
         if best is None or score > best[0]:  # a later trial may do worse: keep this one's end state
-            best = (score, trial, list(state["lrs"]), _snapshot(trainer) if trial < cfg.max_trials else None, stats)
+            best = (score, trial, list(state["lrs"]), _snapshot(trainer) if trial < cfg.max_trials else None, stats, v)
         if trial == cfg.max_trials:
             if best[1] != trial:
                 _restore(trainer, best[3])
-                state["lrs"], stats = best[2], best[4]
+                state["lrs"], stats, v = best[2], best[4], best[5]
             log.info("epoch %d: no trial reached S >= %.3f in %d trials; kept trial %d (S = %.3f)",
                      epoch + 1, state["tau"], cfg.max_trials, best[1], best[0])
             break
@@ -407,7 +469,7 @@ def autolr_epoch(trainer: Trainer, epoch: int) -> dict[str, Any]:
     state["tau"] = relax_tau(state["tau"], cfg.strict)
     _set_autolr_base_lrs(trainer, state["lrs"])
     kept = trial if accepted or best[1] == trial else best[1]
-    return {**stats, "trials": trial, "kept_trial": kept, "sorting_quality": score if accepted else best[0]}
+    return {**stats, "v": v, "trials": trial, "kept_trial": kept, "sorting_quality": score if accepted else best[0]}
 
 
 def _block_groups(trainer: Trainer) -> list[dict]:
@@ -586,9 +648,12 @@ def _gather_in_order(acc, rows: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def evaluate(trainer: Trainer) -> dict[str, float]:
-    """Recall@K and MAP@R of the current model on the evaluation split(s); the same on every rank."""
+    """Recall@K and MAP@R (retrieval) or accuracy (classification) on the evaluation split(s); the
+    same on every rank."""
     from autolr.metrics import recall_and_map
 
+    if trainer.task == "classification":
+        return evaluate_accuracy(trainer)
     out = {name: embed(trainer, loader) for name, loader in trainer.eval_loaders.items()}
     if "test" in out:
         q, ql = out["test"]
@@ -607,15 +672,35 @@ def evaluate(trainer: Trainer) -> dict[str, float]:
     return metrics
 
 
+@torch.no_grad()
+def evaluate_accuracy(trainer: Trainer) -> dict[str, float]:
+    """Top-1 and top-5 accuracy of the training head on the test split (the same classes as training)."""
+    acc, model = trainer.accelerator, trainer.model
+    was_training = model.training
+    model.eval()
+    loader = trainer.eval_loaders["test"]
+    logits, labels = [], []
+    with acc.autocast():
+        for x, y in loader:
+            logits.append(model(x.to(acc.device, non_blocking=True)).float())
+            labels.append(y.to(acc.device))
+    model.train(was_training)
+    n = len(loader.dataset)
+    logits, labels = _gather_in_order(acc, torch.cat(logits), n), _gather_in_order(acc, torch.cat(labels), n)
+    top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+    hit = top == labels[:, None]
+    return {"accuracy": round(hit[:, 0].float().mean().item(), 6), "accuracy@5": round(hit.any(1).float().mean().item(), 6)}
+
+
 def print_metrics(metrics: dict[str, Any]) -> None:
     """The Recall@K table: before fine-tuning, after, and the gain."""
     from rich.table import Table
 
-    table = Table(title=f"{metrics['model']} on {metrics['dataset']} (test split)")
+    table = Table(title=f"{metrics['model']} on {metrics['dataset']} ({metrics.get('split', 'test')} split)")
     for col in ("metric", "before", "after", "gain"):
         table.add_column(col, justify="right" if col != "metric" else "left")
     for key, after in metrics.items():
-        if key.startswith(("recall@", "map@")):
+        if key.startswith(("recall@", "map@", "accuracy")):
             before = metrics["initial"].get(key, math.nan)
             table.add_row(key, f"{100 * before:.2f}", f"{100 * after:.2f}", f"{100 * (after - before):+.2f}")
     _console().print(table)

@@ -41,11 +41,51 @@ class ModelConfig(_Section):
 
 
 class PruneConfig(_Section):
-    mode: Literal["fixed"] = "fixed"  # fixed: use model.drop_top
+    """How many top blocks to drop (fixed or searched, method.md 4), or iterative weight pruning (5)."""
+
+    mode: Literal["fixed", "search", "iterative"] = "fixed"  # fixed: model.drop_top
+    metric: str = "auto"  # selection score: auto = recall@1 (retrieval) or accuracy (classification)
+    # -- mode = "search" (Algorithm 1): candidates train on the training classes minus the validation split
+    estimator: Literal["full", "heads"] = "full"  # full: one fine-tune per depth; heads: one joint training
+    epochs: int = Field(0, ge=0)  # epochs per search training; 0 = train.epochs
+    schedule: Literal["constant", "step", "multistep", "cosine"] = "constant"  # the single-LR search schedule
+    max_drop: float = Field(0.0, ge=0)  # keep cutting while the score falls by at most this much
+    max_depth: int = Field(0, ge=0)  # deepest cut tried; 0 = as deep as leaves 2 blocks
+    # -- mode = "iterative" (SILO): prune a fraction of the remaining weights each cycle, retrain
+    rate: float = Field(0.2, gt=0, lt=1)  # fraction of the remaining conv/linear weights pruned per cycle
+    cycles: int = Field(5, ge=1)  # pruning cycles after the dense cycle 0
+    cycle_epochs: int = Field(0, ge=0)  # epochs per cycle; 0 = train.epochs
+    criterion: Literal["magnitude", "movement"] = "magnitude"  # movement: |w_T - w_(T-1)| over the last epoch
+    rewind: Literal["none", "weights"] = "none"  # weights: survivors go back to cycle 0's epoch rewind_epoch
+    rewind_epoch: int = Field(0, ge=0)  # 0 = the weights before any training
+    lr_schedule: Literal["silo", "warmup", "lr_rewind", "finetune", "oracle"] = "silo"
+    warmup_epochs: int = Field(1, ge=0)  # silo/warmup: linear warmup from 0 to max_lr
+    decay_at: list[float] = [0.5, 0.75]  # silo/warmup: LR /10, then /100 at these fractions of a cycle
+    max_lr: float = Field(0.1, gt=0)  # warmup: the fixed peak (cycle 0 of every schedule but silo, too)
+    finetune_lr: float = Field(1e-3, gt=0)  # finetune: the constant LR of cycles 1..
+    silo_offset: float = Field(0.03, ge=0)  # silo: max_lr(k) = offset + a * S(x(k)), method.md 5
+    silo_a: float = Field(0.04, ge=0)
+    silo_b: float = Field(5.0, gt=0)
+    silo_delay: int = Field(1, ge=0)
+    oracle_grid: list[float] = [0.01, 0.02, 0.04, 0.06, 0.08, 0.1]  # oracle: the max_lr candidates per cycle
+
+    @field_validator("decay_at")
+    @classmethod
+    def _fractions(cls, v: list[float]) -> list[float]:
+        if any(not 0 < f < 1 for f in v) or v != sorted(v):
+            raise ValueError("must be ascending fractions of a cycle, each between 0 and 1")
+        return v
+
+    @field_validator("oracle_grid")
+    @classmethod
+    def _grid(cls, v: list[float]) -> list[float]:
+        if not v or min(v) <= 0:
+            raise ValueError("must be a non-empty list of positive learning rates")
+        return v
 
 
 class DataConfig(_Section):
-    name: Literal["digits", "imagefolder", "cub200", "cars196", "sop", "inshop"] = "digits"
+    name: Literal["digits", "imagefolder", "cub200", "cars196", "sop", "inshop", "cifar10", "cifar100"] = "digits"
     root: str = ""  # where the dataset lives on disk
     hub_id: str = ""  # a Hugging Face hub dataset id (CUB and Cars copies), used when root is empty
     image_size: int | Auto = "auto"  # auto: the model's pretrained input size (299 for Inception-V3)

@@ -56,7 +56,10 @@ class RunDir:
 
     # -- metrics and logs ------------------------------------------------------------------------
     def finished(self) -> bool:
-        return (self.path / "metrics.json").is_file() and (self.path / "model.safetensors").is_file()
+        """metrics.json and the model; a selection run (scored on the validation split) has no model."""
+        if not (self.path / "metrics.json").is_file():
+            return False
+        return (self.path / "model.safetensors").is_file() or self.read_metrics().get("split") == "val"
 
     def read_metrics(self) -> dict[str, Any]:
         return json.loads((self.path / "metrics.json").read_text())
@@ -97,6 +100,11 @@ class RunDir:
         _io.atomic_write(path, lambda p: torch.save(state, p))
         for old in sorted(self.checkpoints.glob("epoch-*.pt"))[:-keep]:
             old.unlink(missing_ok=True)
+
+    def drop_checkpoints(self) -> None:
+        """Delete the epoch checkpoints (a finished selection run keeps only its score and log)."""
+        for f in self.checkpoints.glob("epoch-*.pt"):
+            f.unlink(missing_ok=True)
 
     def restore_checkpoint(self, trainer: Trainer) -> None:
         """Load the newest readable checkpoint, if any, and cut `log.jsonl` back to its epoch."""
