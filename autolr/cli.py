@@ -27,10 +27,12 @@ _state = {"debug": False}
 def _mount_subcommands() -> None:
     from autolr._cli_adapters import app as adapters_app
     from autolr._cli_data import app as data_app
+    from autolr._cli_report import register as register_report
     from autolr._cli_tools import register as register_tools
 
     app.add_typer(adapters_app, name="adapters")
     app.add_typer(data_app, name="data")
+    register_report(app)
     register_tools(app)
 
 
