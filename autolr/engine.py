@@ -110,6 +110,10 @@ def run(
 
             recipe, prune_metrics = search_depth(recipe, accelerator, rundir)
         metrics = train_and_evaluate(recipe, accelerator, rundir, selection=selection, extra_metrics=prune_metrics)
+    except AutolrError:
+        if accelerator.is_main_process and not rundir.has_progress():
+            rundir.remove()  # a run that could not start leaves nothing behind
+        raise
     finally:
         accelerator.end_training()  # closes the trackers, also when the loss diverged
     return RunResult(rundir.path, metrics)
@@ -123,7 +127,7 @@ def train_and_evaluate(
         trainer = setup(recipe, accelerator, rundir, selection=selection)
     except AutolrError:
         if accelerator.is_main_process and not rundir.has_progress():
-            rundir.remove()  # a run that could not start leaves nothing behind
+            rundir.remove()  # a candidate or run that could not start leaves nothing behind
         raise
     initial = rundir.initial_metrics() if trainer.epoch else None
     if initial is None:
@@ -193,6 +197,9 @@ def finish(trainer: Trainer, initial: dict[str, float], extra: dict[str, Any] | 
             save_model(trainer.model, recipe.model, trainer.rundir.path)
             trainer.rundir.save_metrics(metrics)
             print_metrics(metrics)
+            from autolr.report import write_report
+
+            write_report(trainer.rundir.path)  # plots and summary.md; a plot that fails is only a warning
     return metrics
 
 

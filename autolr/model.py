@@ -39,6 +39,10 @@ class RetrievalNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.embed(x))
 
+    def head_parameters(self):
+        """What trains at the head LR (subclasses with extra heads add theirs)."""
+        return self.head.parameters()
+
 
 def create_backbone(cfg: ModelConfig) -> nn.Module:
     """A timm model with its classifier removed, its weights loaded, and its top blocks cut."""
@@ -73,7 +77,7 @@ def param_groups(net: RetrievalNet, model_name: str, lr: float, head_lr: float) 
         for i, block in enumerate(parts["blocks"])
     ]
     groups.append({"name": "neck", "params": [p for _, p in parts["head"]], "base_lr": lr})
-    groups.append({"name": "head", "params": list(net.head.parameters()), "base_lr": head_lr})
+    groups.append({"name": "head", "params": list(net.head_parameters()), "base_lr": head_lr})
     groups = [g for g in groups if g["params"]]
     for g in groups:
         g["lr"] = g["base_lr"]

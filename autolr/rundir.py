@@ -45,7 +45,7 @@ class RunDir:
 
     def has_progress(self) -> bool:
         """Anything worth keeping: a checkpoint, a log line or metrics."""
-        return any((self.path / f).exists() for f in ("log.jsonl", "metrics.json", "checkpoints"))
+        return any((self.path / f).exists() for f in ("log.jsonl", "metrics.json", "checkpoints", "prune"))
 
     def remove(self) -> None:
         """Delete the folder this run created (only what autolr writes there)."""
