@@ -20,7 +20,7 @@ RECIPES = sorted(shipped_recipes())
 FAKES = {"cub200": make_cub, "cars196": make_cars, "sop": make_sop, "inshop": make_inshop}
 TINY = [
     "model.name=test_resnet", "model.pretrained=false", "data.image_size=32", "data.strict_counts=false",
-    "data.workers=0", "data.batch_size=8", "train.epochs=1", "eval.batch_size=64",
+    "data.workers=0", "data.batch_size=8", "train.epochs=1", "prune.epochs=1", "prune.max_depth=0", "eval.batch_size=64",
 ]
 
 
