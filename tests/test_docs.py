@@ -62,3 +62,20 @@ def test_readme_has_a_section_per_dataset_with_its_recipe():
         if recipe:
             assert f"autolr run {recipe}" in datasets and (ROOT / "recipes" / f"{recipe}.toml").is_file()
     assert "autolr data prepare" in datasets
+
+
+def test_readme_run_commands_name_valid_recipes_and_keys():
+    """Every `autolr run RECIPE --set ...` line in the README validates: the docs cannot drift from the schema."""
+    import shlex
+
+    from autolr.cli import main
+
+    text = (ROOT / "README.md").read_text()
+    lines = [line.split("#")[0].strip() for block in text.split("```bash")[1:] for line in block.split("```")[0].splitlines()]
+    runs = [shlex.split(line) for line in lines if line.startswith("autolr run ") and "$" not in line]
+    assert len(runs) >= 3
+    for argv in runs:
+        recipe, rest = argv[2], argv[3:]
+        sets = [rest[i + 1] for i, a in enumerate(rest) if a in ("--set", "-s")]
+        args = [a for s in sets for a in ("--set", s)]
+        assert main(["validate", recipe, *args]) == 0, " ".join(argv)
