@@ -11,22 +11,23 @@ import typer
 
 from autolr.errors import AutolrError
 
-Device = Annotated[Optional[str], typer.Option("--device", help="cuda, cpu, cuda:1, ... [cuda if available, else cpu].")]  # noqa: UP045
+Device = Annotated[Optional[str], typer.Option("--device", help="cuda, cpu, cuda:1, ... (default: cuda if available, else cpu).")]  # noqa: UP045
 
 
 def register(app: typer.Typer) -> None:
     app.command("eval")(eval_)
     app.command("cam")(cam)
+    app.command("sweep")(sweep)
 
 
 def eval_(
     model: Annotated[str, typer.Argument(help="A finished run folder, or a model.safetensors with model.json beside it.")],
-    data: Annotated[Optional[str], typer.Option("--data", help="Another dataset (a data.name) [the run's own].")] = None,  # noqa: UP045
+    data: Annotated[Optional[str], typer.Option("--data", help="Another dataset, by its data.name (default: the run's own).")] = None,  # noqa: UP045
     root: Annotated[Optional[str], typer.Option("--root", help="That dataset's folder.")] = None,  # noqa: UP045
     hub_id: Annotated[Optional[str], typer.Option("--hub-id", help="A hub copy (cub200, cars196) instead of --root.")] = None,  # noqa: UP045
-    flip: Annotated[Optional[bool], typer.Option("--flip/--no-flip", help="Sum the horizontal flip's features [the run's eval.flip].")] = None,  # noqa: UP045
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Images per batch [the run's eval.batch_size].")] = None,  # noqa: UP045
-    recall_at: Annotated[Optional[str], typer.Option("--recall-at", help="K values, e.g. 1,2,4 [the run's, or the dataset's K set].")] = None,  # noqa: UP045
+    flip: Annotated[Optional[bool], typer.Option("--flip/--no-flip", help="Sum the horizontal flip's features (default: the run's eval.flip).")] = None,  # noqa: UP045
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Images per batch (default: the run's eval.batch_size).")] = None,  # noqa: UP045
+    recall_at: Annotated[Optional[str], typer.Option("--recall-at", help="K values, e.g. 1,2,4 (default: the run's, or the dataset's K set).")] = None,  # noqa: UP045
     device: Device = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
 ) -> None:
@@ -45,9 +46,9 @@ def eval_(
 def cam(
     run_dir: Annotated[str, typer.Argument(help="A finished run folder (or its model.safetensors).")],
     images: Annotated[list[Path], typer.Argument(help="Image files.")],
-    blocks: Annotated[Optional[str], typer.Option("--blocks", help="Kept blocks, 1-based, e.g. 1,8,16 [4 spread up to the last].")] = None,  # noqa: UP045
+    blocks: Annotated[Optional[str], typer.Option("--blocks", help="Kept blocks, 1-based, e.g. 1,8,16 (default: 4 spread up to the last).")] = None,  # noqa: UP045
     target: Annotated[str, typer.Option("--target", help="class: the head's top logit; embedding: the embedding's norm.")] = "class",
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Folder for the PNGs [RUN_DIR/cam].")] = None,  # noqa: UP045
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Folder for the PNGs (default: RUN_DIR/cam).")] = None,  # noqa: UP045
     device: Device = None,
 ) -> None:
     """Grad-CAM of the fine-tuned model at chosen blocks: one PNG per image, the input and one overlay per block."""
@@ -57,6 +58,23 @@ def cam(
                          target=target, output=output, device=device)
     for path in written:
         typer.echo(str(path))
+
+
+def sweep(
+    recipe: Annotated[str, typer.Argument(help="A recipe file, or the name of a shipped recipe.")],
+    grid: Annotated[list[str], typer.Option("--grid", "-g", help="section.key=v1,v2,... (once or twice; twice draws the heatmap).")],
+    set_: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override a recipe key in every cell (repeatable).")] = None,  # noqa: UP045
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="The sweep folder (default: output.dir/<recipe>-sweep-<time>).")] = None,  # noqa: UP045
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the sweep in --output (or the newest of this recipe).")] = False,
+    final: Annotated[bool, typer.Option("--final", help="Then train the chosen cell on all training classes; report its test split.")] = False,
+    metric: Annotated[str, typer.Option("--metric", help="The validation score to choose by (default: recall@1, or accuracy).")] = "auto",
+) -> None:
+    """Run a recipe over a grid, choose the best cell on the validation split; tables and the alpha/beta heatmap."""
+    from autolr.sweep import parse_grid, print_sweep, run_sweep
+
+    result = run_sweep(recipe, [parse_grid(g) for g in grid], overrides=set_ or [], output=output, resume=resume,
+                       final=final, metric=metric)
+    print_sweep(result)
 
 
 def int_list(text: str, option: str) -> list[int]:

@@ -55,7 +55,7 @@ class Cams:
 def grad_cam(net, x: torch.Tensor, modules: list[torch.nn.Module], target: str = "class") -> Cams:
     """Grad-CAM of every module in one forward and one backward pass, for a batch of images."""
     if target not in TARGETS:
-        raise AutolrError(f"--target {target!r}: choose one of {', '.join(TARGETS)}")
+        raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
     acts: dict[int, torch.Tensor] = {}
     hooks = [m.register_forward_hook(lambda mod, inp, out, i=i: acts.__setitem__(i, out)) for i, m in enumerate(modules)]
     try:
@@ -112,14 +112,16 @@ def cam_images(
 ) -> list[Path]:
     """Grad-CAM of a saved model over image files: one PNG per image (input, then one overlay per block)
     in `output` (default RUN_DIR/cam). Returns the files written."""
-    from autolr.evaluation import default_device, eval_transform, load_saved
+    from autolr.evaluation import eval_transform, load_saved, pick_device
 
-    pictures = [read_image(p) for p in images]  # first: a bad file fails before the model loads
+    if target not in TARGETS:
+        raise AutolrError(f"--target {target!r}: choose one of {', '.join(TARGETS)}")
+    dev = pick_device(device)
+    pictures = [read_image(p) for p in images]  # a bad file fails before the model loads
     saved = load_saved(path)
     modules = block_modules(saved.net.backbone, saved.model_name)
     blocks = check_blocks(blocks, len(modules)) if blocks else default_blocks(len(modules))
     test_tf, _ = eval_transform(saved.net, saved.recipe)
-    dev = torch.device(device) if device else default_device()
     net = saved.net.to(dev).eval()
     out_dir = Path(output) if output else (saved.run_dir or Path(path).parent) / "cam"
     names = _file_names(images)

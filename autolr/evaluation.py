@@ -46,8 +46,16 @@ def load_saved(path: str | Path) -> SavedModel:
     return SavedModel(net, name, recipe, folder if path.is_dir() else None)
 
 
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def pick_device(name: str | None = None) -> torch.device:
+    """`name` (cuda, cpu, cuda:1, mps ...), or cuda when available, else cpu."""
+    if not name:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as e:
+        raise AutolrError(f"--device {name}: not usable here ({str(e).splitlines()[0]}); try --device cpu") from None
+    return device
 
 
 def eval_transform(net, recipe: Recipe):
@@ -116,6 +124,7 @@ def evaluate_saved(
     from autolr.data import load_data
     from autolr.data.transforms import test_resize
 
+    dev = pick_device(device)  # first: a wrong device fails before anything loads
     saved = load_saved(path)
     own = saved.recipe
     recipe = eval_data_recipe(own, data, root, hub_id)
@@ -125,7 +134,6 @@ def evaluate_saved(
         same = recipe.data.name == own.data.name and own.eval.recall_at != "auto"
         recall_at = list(own.eval.recall_at) if same else bundle.recall_at
     flip = own.eval.flip if flip is None else flip
-    dev = torch.device(device) if device else default_device()
     metrics = evaluate_model(
         saved.net, bundle, test_tf, recall_at=recall_at, device=dev, flip=flip,
         batch_size=batch_size or own.eval.batch_size, workers=recipe.data.workers, seed=recipe.train.seed,

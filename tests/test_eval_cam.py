@@ -71,6 +71,7 @@ def test_eval_of_a_weights_file_takes_overrides(run_dir):
 @pytest.mark.parametrize(("args", "message"), [
     (["--data", "digitz"], "data.name"),
     (["--recall-at", "1,x"], "--recall-at"),
+    (["--device", "bogus"], "--device bogus: not usable here"),
 ])
 def test_eval_mistakes_exit_2(run_dir, capsys, args, message):
     assert main(["eval", str(run_dir), *args]) == 2
