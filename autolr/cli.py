@@ -35,9 +35,6 @@ def _mount_subcommands() -> None:
     register_report(app)
     register_tools(app)
 
-
-_mount_subcommands()
-
 SetOption = Annotated[
     Optional[list[str]],  # noqa: UP045 - typer needs Optional on 3.10
     typer.Option("--set", "-s", help="Override a recipe key, TOML syntax: --set train.epochs=5 (repeatable)."),
@@ -99,6 +96,9 @@ def _description(path: Path) -> str:
         if line.startswith("#") and text and not text.startswith(("autolr ", "accelerate ")):
             return text
     return ""
+
+
+_mount_subcommands()  # after the commands above: `autolr --help` lists run, validate and recipes first
 
 
 def main(argv: list[str] | None = None) -> int:
