@@ -610,15 +610,22 @@ class _progress:
         self.progress = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
             TextColumn("{task.fields[info]}"), transient=True, console=_console(),
-            redirect_stdout=False, refresh_per_second=2,  # a slower refresh thread costs the step loop less
+            # no refresh thread: it competes with the step loop for the GIL; `_update` redraws at most
+            # twice a second from the loop itself
+            redirect_stdout=False, auto_refresh=False,
         )
         self.progress.start()
         self.task = self.progress.add_task(self.title, total=self.total, info="")
+        self.drawn = 0.0
         return self._update
 
     def _update(self, step: int, text: str | None) -> None:
         fields = {"info": text} if text is not None else {}
         self.progress.update(self.task, completed=step, **fields)
+        now = time.monotonic()
+        if now - self.drawn >= 0.5 or step == self.total:
+            self.drawn = now
+            self.progress.refresh()
 
     def __exit__(self, *exc):
         if self.enabled:
