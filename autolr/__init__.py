@@ -25,6 +25,7 @@ _EXPORTS = {
     "initial_targets": "autolr.lr",
     "repair_targets": "autolr.lr",
     "renew_lrs": "autolr.lr",
+    "silo_max_lr": "autolr.silo",
     "AutolrError": "autolr.errors",
     "register_adapter": "autolr.adapters",
     "get_adapter": "autolr.adapters",
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     from autolr.metrics import map_at_r, recall_and_map, recall_at_k
     from autolr.model import load_model
     from autolr.recipe import Recipe, load_recipe
+    from autolr.silo import silo_max_lr
 
 
 def __getattr__(name: str):

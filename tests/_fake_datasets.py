@@ -158,3 +158,43 @@ def write_palette(path: Path, size=(24, 16)) -> None:
 
 def write_gray(path: Path, size=(24, 16)) -> None:
     Image.fromarray(pixels(*size, 3)).convert("L").save(path, format="JPEG")
+
+
+# CIFAR's binary version: fixed 32x32 images, so the builders ignore `size` (kept for the common signature).
+
+def make_cifar10(root: Path, classes: int = 4, per_class: int = 3, size=None, archive: bool = False) -> Fake:
+    """cifar-10-batches-bin/ with data_batch_1..5.bin and test_batch.bin (records: 1 label byte, then the
+    R, G and B planes of a 32x32 image) and batches.meta.txt; `archive`: packed as cifar-10-binary.tar.gz."""
+    train = [f"data_batch_{i}.bin" for i in range(1, 6)]
+    return _cifar(root / "cifar-10-batches-bin", train, "test_batch.bin", "batches.meta.txt", classes, per_class,
+                  lambda c: bytes([c]), archive and "cifar-10-binary.tar.gz")
+
+
+def make_cifar100(root: Path, classes: int = 4, per_class: int = 3, size=None, archive: bool = False) -> Fake:
+    """cifar-100-binary/ with train.bin and test.bin (records: coarse and fine label bytes, then the
+    pixels) and fine_label_names.txt; `archive`: packed as cifar-100-binary.tar.gz."""
+    return _cifar(root / "cifar-100-binary", ["train.bin"], "test.bin", "fine_label_names.txt", classes, per_class,
+                  lambda c: bytes([c // 5, c]), archive and "cifar-100-binary.tar.gz")
+
+
+def _cifar(folder: Path, train: list[str], test: str, names: str, classes: int, per_class: int, label, archive) -> Fake:
+    import shutil
+    import tarfile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    records: dict[str, list[bytes]] = {f: [] for f in [*train, test]}
+    for c in range(classes):
+        for j in range(per_class):
+            for split, seed in ((train[(c * per_class + j) % len(train)], c * 100 + j), (test, 10_000 + c * 100 + j)):
+                records[split].append(label(c) + pixels(32, 32, seed).transpose(2, 0, 1).tobytes())
+    for f, rows in records.items():
+        (folder / f).write_bytes(b"".join(rows))
+    _lines(folder / names, [f"class_{c}" for c in range(classes)])
+    n = classes * per_class
+    fake = Fake(folder, {"train": (n, classes), "test": (n, classes)})
+    if archive:  # only the archive is left
+        with tarfile.open(folder.parent / archive, "w:gz") as tar:
+            tar.add(folder, arcname=folder.name)
+        shutil.rmtree(folder)
+        fake.folder = folder.parent / archive
+    return fake

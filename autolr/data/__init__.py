@@ -2,8 +2,10 @@
 
 `load_data(cfg)` returns a `DataBundle`: a training split (labels 0..C-1), and either a test split
 (all-vs-all retrieval) or a query and a gallery split (In-shop), plus the dataset's standard K set.
-Sources, first found wins: a copy made by `autolr data prepare`; the official archive in data.root;
-a hub copy (data.hub_id, CUB and Cars only). Nothing heavy is imported until a dataset is loaded.
+CIFAR-10/100 are classification sets instead (`task = "classification"`): the test split has the
+training classes and is scored by accuracy. Sources, first found wins: a copy made by `autolr data
+prepare`; the official archive in data.root; a hub copy (data.hub_id: CUB, Cars and CIFAR). Nothing
+heavy is imported until a dataset is loaded.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from autolr.data.protocol import KNOWN_SIZES, STANDARD_KS, recall_ks
+from autolr.data.protocol import KNOWN_SIZES, STANDARD_KS, recall_ks, task_of
 from autolr.errors import AutolrError
 
 if TYPE_CHECKING:
@@ -32,6 +34,8 @@ ARCHIVES = {
     "inshop": "autolr.data.inshop:list_inshop",
     "imagefolder": "autolr.data.imagefolder:list_imagefolder",
 }
+# data.name -> the function that reads its binary archive (or hub copy) straight into splits.
+READERS = {"cifar10": "autolr.data.cifar:read_cifar", "cifar100": "autolr.data.cifar:read_cifar"}
 
 
 @dataclass
@@ -44,6 +48,7 @@ class DataBundle:
     recall_at: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
     source: str = ""  # where it was read from: a folder, a hub id or a prepared copy
     eval_on: str = "test"  # "val" when `test` holds the validation classes (selection runs)
+    task: str = "retrieval"  # or "classification": `test` has the training classes, scored by accuracy
 
     @property
     def num_classes(self) -> int:
@@ -94,6 +99,8 @@ def _load(cfg: DataConfig, min_side: int) -> DataBundle:
 
 def read_source(cfg: DataConfig) -> tuple[dict[str, datasets.Dataset], str]:
     """The splits from data.root (the archive layout) or the hub, never from a prepared copy."""
+    if cfg.name in READERS:
+        return _imported(READERS[cfg.name])(cfg)
     if cfg.root or cfg.name == "imagefolder":
         if cfg.hub_id:
             log.info("%s: data.root is set, so data.hub_id = %r is not used", cfg.name, cfg.hub_id)
@@ -112,7 +119,11 @@ def read_source(cfg: DataConfig) -> tuple[dict[str, datasets.Dataset], str]:
 def _archive_lister(name: str):
     if name not in ARCHIVES:
         raise AutolrError(f"data.name = {name!r} has no archive reader; choose one of {', '.join(ARCHIVES)}")
-    module, function = ARCHIVES[name].split(":")
+    return _imported(ARCHIVES[name])
+
+
+def _imported(target: str):
+    module, function = target.split(":")
     return getattr(importlib.import_module(module), function)
 
 
@@ -120,5 +131,5 @@ def bundle_of(name: str, splits: dict[str, datasets.Dataset], source: str = "") 
     """A bundle from named splits ({"train", "test"} or {"train", "query", "gallery"})."""
     return DataBundle(
         name=name, train=splits["train"], test=splits.get("test"), query=splits.get("query"),
-        gallery=splits.get("gallery"), recall_at=recall_ks(name), source=source,
+        gallery=splits.get("gallery"), recall_at=recall_ks(name), source=source, task=task_of(name),
     )

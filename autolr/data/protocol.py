@@ -1,6 +1,7 @@
-"""The retrieval benchmarks' protocol as data: known split sizes and standard Recall@K sets.
+"""The benchmarks' protocol as data: known split sizes, standard Recall@K sets, the task of each dataset.
 
-The sizes are the class-disjoint splits of method.md section 2. They are module-level tables so that
+The retrieval sizes are the class-disjoint splits of method.md section 2; CIFAR's are its official
+train/test splits (the same classes on both sides, scored by accuracy). They are module-level tables so that
 tests (which build tiny fake archives) can replace them with `monkeypatch.setitem`.
 """
 
@@ -30,7 +31,12 @@ KNOWN_SIZES: dict[str, dict[str, tuple[int, int]]] = {
     "cars196": {"train": (8054, 98), "test": (8131, 98)},
     "sop": {"train": (59551, 11318), "test": (60502, 11316)},
     "inshop": {"train": (25882, 3997), "query": (14218, 3985), "gallery": (12612, 3985)},
+    "cifar10": {"train": (50000, 10), "test": (10000, 10)},
+    "cifar100": {"train": (50000, 100), "test": (10000, 100)},
 }
+
+# Datasets scored by classification accuracy on their test split; every other one is retrieval.
+CLASSIFICATION = {"cifar10", "cifar100"}
 
 # The class-disjoint split of CUB and Cars: class ids 1..N train, the rest test (also used to rebuild
 # it from hub copies, which carry the classification split instead).
@@ -42,12 +48,19 @@ DOWNLOADS = {
     "cars196": "the Stanford Cars page (cars_annos.mat + car_ims.tgz; mirrors exist since the original went offline)",
     "sop": "https://cvgl.stanford.edu/projects/lifted_struct/ (Stanford_Online_Products.zip)",
     "inshop": "the DeepFashion In-shop Clothes Retrieval Benchmark (Eval/list_eval_partition.txt + Img/img.zip)",
+    "cifar10": "https://www.cs.toronto.edu/~kriz/cifar.html (the binary version, cifar-10-binary.tar.gz)",
+    "cifar100": "https://www.cs.toronto.edu/~kriz/cifar.html (the binary version, cifar-100-binary.tar.gz)",
 }
 
 
 def recall_ks(name: str) -> list[int]:
     """The dataset's standard K set (CUB/Cars 1,2,4,8; SOP 1,10,100,1000; In-shop 1,10,20,30)."""
     return list(STANDARD_KS.get(name, DEFAULT_KS))
+
+
+def task_of(name: str) -> str:
+    """"classification" (accuracy of the training head) or "retrieval" (Recall@K of the embedding)."""
+    return "classification" if name in CLASSIFICATION else "retrieval"
 
 
 def split_counts(splits: dict[str, datasets.Dataset]) -> dict[str, tuple[int, int]]:
