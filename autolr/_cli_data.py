@@ -13,9 +13,9 @@ from autolr.errors import AutolrError
 
 app = typer.Typer(name="data", help="Prepare and inspect retrieval datasets.", no_args_is_help=True)
 
-Name = Annotated[str, typer.Argument(help="cub200, cars196, sop, inshop or imagefolder.")]
+Name = Annotated[str, typer.Argument(help="cub200, cars196, sop, inshop, cifar10, cifar100 or imagefolder.")]
 Root = Annotated[str, typer.Option("--root", help="The dataset's folder (or the folder it was extracted into).")]
-HubId = Annotated[str, typer.Option("--hub-id", help="A hub copy (cub200, cars196) instead of --root.")]
+HubId = Annotated[str, typer.Option("--hub-id", help="A hub copy (cub200, cars196, cifar10, cifar100) instead of --root.")]
 CacheDir = Annotated[str, typer.Option("--cache-dir", help="Where prepared copies live [~/.cache/autolr/datasets].")]
 
 
