@@ -84,11 +84,16 @@ def evaluate_model(
     net, data, test_tf, *, recall_at: list[int], device: torch.device, flip: bool = True,
     batch_size: int = 128, workers: int = 0, seed: int = 0,
 ) -> dict[str, float]:
-    """Recall@K and MAP@R of `net` on a DataBundle's evaluation split(s): all-vs-all or query vs gallery."""
+    """Recall@K and MAP@R of `net` on a DataBundle's evaluation split(s): all-vs-all or query vs gallery;
+    for a classification dataset (CIFAR), the head's top-1 and top-5 accuracy on its test split."""
     from autolr.data.loader import make_loader
     from autolr.metrics import recall_and_map
 
     net = net.to(device).eval()
+    if getattr(data, "task", "retrieval") == "classification":
+        loader = make_loader(data.test, test_tf, batch_size=batch_size, workers=workers, seed=seed, train=False,
+                             pin_memory=device.type == "cuda")
+        return accuracy(net, loader, device, data.num_classes)
     out = {
         name: embed(net, make_loader(split, test_tf, batch_size=batch_size, workers=workers, seed=seed, train=False,
                                      pin_memory=device.type == "cuda"), device, flip)
@@ -97,6 +102,22 @@ def evaluate_model(
     (q, ql), (g, gl) = out.get("test", out.get("query")), out.get("gallery", (None, None))
     recalls, mapr = recall_and_map(q, ql, recall_at, g, gl)
     return {**{f"recall@{k}": round(v, 6) for k, v in recalls.items()}, "map@r": round(mapr, 6)}
+
+
+@torch.no_grad()
+def accuracy(net, loader, device: torch.device, num_classes: int) -> dict[str, float]:
+    """Top-1 and top-5 accuracy of the training head (its classes must be the dataset's)."""
+    out = net.head[-1].out_features
+    if out != num_classes:
+        raise AutolrError(f"the model's head has {out} classes and this dataset {num_classes}: accuracy needs"
+                          " the dataset it was trained on (or a retrieval dataset, scored by Recall@K)")
+    hits = torch.zeros(2, device=device)
+    for x, y in loader:
+        top = net(x.to(device, non_blocking=True)).float().topk(min(5, out), dim=1).indices
+        hit = top == y.to(device)[:, None]
+        hits += torch.stack([hit[:, 0].sum(), hit.any(1).sum()]).float()
+    n = len(loader.dataset)
+    return {"accuracy": round(hits[0].item() / n, 6), "accuracy@5": round(hits[1].item() / n, 6)}
 
 
 def eval_data_recipe(recipe: Recipe, name: str | None, root: str | None, hub_id: str | None) -> Recipe:
@@ -160,6 +181,6 @@ def print_eval(result: dict[str, Any]) -> None:
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in result.items():
-        if key.startswith(("recall@", "map@")):
+        if key.startswith(("recall@", "map@", "accuracy")):
             table.add_row(key, f"{100 * value:.2f}")
     Console().print(table)

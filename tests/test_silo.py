@@ -203,3 +203,9 @@ def test_oracle_branches_every_candidate_from_the_same_pruned_state(tmp_path, mo
     assert [c["metric"] for c in cycles] == ["accuracy", "accuracy"] and cycles[1]["max_lr"] == chosen["max_lr"]
     assert cycles[1]["val_score"] == chosen["score"] and result.metrics["accuracy"] == cycles[1]["score"]
     assert [r["epoch"] for r in rows(result.run_dir, "epoch")] == [1, 2]  # the chosen candidate's epoch only
+    # `autolr eval` scores the exported (mask-folded) classifier as the run did
+    from autolr.evaluation import evaluate_saved
+
+    again = evaluate_saved(result.run_dir, device="cpu")
+    assert again["accuracy"] == pytest.approx(result.metrics["accuracy"], abs=1e-6)
+    assert again["accuracy@5"] == pytest.approx(result.metrics["accuracy@5"], abs=1e-6)
