@@ -10,7 +10,7 @@ import autolr
 from autolr.cli import main
 
 TINY = [
-    "model.name=resnet18", "data.image_size=32", "data.workers=0", "data.batch_size=64",
+    "model.name=test_resnet", "data.image_size=16", "data.workers=0", "data.batch_size=64",
     "train.epochs=2", "train.lr=0.01", "eval.batch_size=512",
 ]
 
@@ -38,7 +38,7 @@ def test_metrics_report_before_and_after(finished_run):
         assert 0.0 <= m[key] <= 1.0
         assert 0.0 <= m["initial"][key] <= 1.0
     assert m["recall@1"] <= m["recall@2"] <= m["recall@4"] <= m["recall@8"]
-    assert (m["dataset"], m["model"], m["epochs"]) == ("digits", "resnet18", 2)
+    assert (m["dataset"], m["model"], m["epochs"]) == ("digits", "test_resnet", 2)
     assert m["wall_time"] > 0
 
 
@@ -51,7 +51,7 @@ def test_log_has_one_row_per_epoch(finished_run):
 
 def test_resolved_recipe_reproduces_the_run(finished_run):
     resolved = tomllib.loads((finished_run / "recipe.toml").read_text())
-    assert resolved["model"]["name"] == "resnet18" and resolved["train"]["epochs"] == 2
+    assert resolved["model"]["name"] == "test_resnet" and resolved["train"]["epochs"] == 2
     assert autolr.load_recipe(finished_run / "recipe.toml").output.name == "quickstart"  # the resolved recipe keeps the run-folder prefix
 
 
