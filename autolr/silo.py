@@ -415,4 +415,7 @@ def _finish(run: _Run, initial: dict[str, float]) -> dict[str, Any]:
         save_model(trainer.model, recipe.model, trainer.rundir.path)
         trainer.rundir.save_metrics(metrics)
         engine.print_metrics(metrics)
+        from autolr.report import write_report
+
+        write_report(trainer.rundir.path)  # the per-cycle plot among them; a failing plot is a warning
     return metrics

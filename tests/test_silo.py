@@ -106,6 +106,7 @@ def test_silo_run_logs_every_cycle_and_exports_zeros(silo_run):
     assert [c["max_lr"] for c in cycles] == [silo_max_lr(k, delay=0, offset=0.02) for k in range(3)]
     assert {(c["metric"], c["lr_schedule"]) for c in cycles} == {("recall@1", "silo")}
     assert [r["epoch"] for r in rows(silo_run.run_dir, "epoch")] == [1, 2, 3, 4, 5, 6]
+    assert (silo_run.run_dir / "report" / "pruning_cycles.png").read_bytes().startswith(b"\x89PNG")
     m = silo_run.metrics
     assert m["prune.mode"] == "iterative" and m["prune.lr_schedule"] == "silo" and m["total_epochs"] == 6
     assert [c["score"] for c in m["cycles"]] == [c["score"] for c in cycles] and m["recall@1"] == cycles[-1]["score"]
