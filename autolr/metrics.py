@@ -142,13 +142,15 @@ def _ranked(q, g, own, depth, chunk_size) -> Iterator[tuple[int, torch.Tensor]]:
     else:
         chunks = _candidates(q, g, own, extra, chunk_size)
     for start, vals, idx in chunks:
-        idx, order = idx.sort(dim=1)  # order by (-value, index): sort by index, then stable sort by value
-        vals, order = vals.gather(1, order).sort(dim=1, descending=True, stable=True)
-        top = idx.gather(1, order)[:, :depth]
+        if bool((vals[:, 1:] == vals[:, :-1]).any()):  # ties among the candidates: restore the index order
+            idx, order = idx.sort(dim=1)  # order by (-value, index): sort by index, then stable sort by value
+            vals, order = vals.gather(1, order).sort(dim=1, descending=True, stable=True)
+            idx = idx.gather(1, order)
+        top = idx[:, :depth]
         if extra > depth:
             tied = (vals[:, depth - 1] == vals[:, depth]).nonzero().flatten()
             step = max(1, _CHUNK_BYTES // (4 * len(g)))
-            for part in tied.split(step):  # all of them when every similarity is equal: keep memory bounded
+            for part in tied.split(step) if len(tied) else ():  # bounded memory even if every row ties
                 top[part] = _exact_top(q, g, own, start + part, depth)
         yield start, top
 
