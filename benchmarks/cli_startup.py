@@ -27,7 +27,7 @@ def wall(args: list[str], repeat: int) -> dict[str, float]:
 
 def heavy_imports() -> list[str]:
     """Which heavy modules `import autolr.cli` pulls in (should be none)."""
-    code = "import sys, autolr.cli; print(','.join(m for m in ('torch','timm','accelerate','datasets') if m in sys.modules))"
+    code = "import sys, autolr.cli; print(','.join(m for m in ('torch','timm','accelerate','datasets','matplotlib') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.strip()
     return [m for m in out.split(",") if m]
 

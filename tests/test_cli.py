@@ -60,7 +60,7 @@ def test_cli_start_imports_nothing_heavy():
     import subprocess
     import sys
 
-    code = "import sys, autolr, autolr.cli, autolr.adapters; autolr.adapters.adapters(); print(sorted(m for m in ('torch', 'timm', 'accelerate', 'datasets') if m in sys.modules))"
+    code = "import sys, autolr, autolr.cli, autolr.adapters; autolr.adapters.adapters(); print(sorted(m for m in ('torch', 'timm', 'accelerate', 'datasets', 'matplotlib') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
