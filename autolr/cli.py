@@ -6,6 +6,7 @@ need them. User errors print one red line and exit with code 2 (`--debug` shows 
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -59,7 +60,8 @@ def run(
     from autolr.recipe import load_recipe
 
     result = run_recipe(load_recipe(recipe, set_ or ()), output=output, resume=resume, overwrite=overwrite)
-    typer.echo(str(result.run_dir))
+    if os.environ.get("RANK", "0") == "0":  # under a launcher, one process prints the folder
+        typer.echo(str(result.run_dir))
 
 
 @app.command()

@@ -31,6 +31,7 @@ def test_two_process_autolr_run(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0 <= metrics["recall@1"] <= 1
     assert (proc.stdout + proc.stderr).count("on digits (test split)") == 1  # one process reports
+    assert proc.stdout.count(str(out)) == 1  # and prints the run folder
     assert not list(out.glob("**/*.tmp"))
 
 
