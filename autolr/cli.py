@@ -106,7 +106,10 @@ _mount_subcommands()  # after the commands above: `autolr --help` lists run, val
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (callable from tests: `main(["validate", ...])`)."""
     try:
-        app(args=argv if argv is not None else sys.argv[1:], prog_name="autolr", standalone_mode=False)
+        # not standalone: typer returns (not raises) the exit code of a typer.Exit and 130 for Ctrl-C
+        rc = app(args=argv if argv is not None else sys.argv[1:], prog_name="autolr", standalone_mode=False)
+    except KeyboardInterrupt:
+        rc = 130
     except AutolrError as e:
         if _state["debug"]:
             raise
@@ -125,4 +128,6 @@ def main(argv: list[str] | None = None) -> int:
             e.show()
             return e.exit_code
         raise
-    return 0
+    if rc == 130:
+        print("interrupted", file=sys.stderr)
+    return rc if isinstance(rc, int) else 0

@@ -114,6 +114,10 @@ def run(
         if accelerator.is_main_process and not rundir.has_progress():
             rundir.remove()  # a run that could not start leaves nothing behind
         raise
+    except KeyboardInterrupt:
+        log.warning("interrupted: %s keeps every finished epoch (and search candidate); continue with"
+                    " autolr run %s --resume --output %s", rundir.path, rundir.path / "recipe.toml", rundir.path)
+        raise
     finally:
         accelerator.end_training()  # closes the trackers, also when the loss diverged
     return RunResult(rundir.path, metrics)

@@ -38,10 +38,14 @@ class RunDir:
         if resume and overwrite:
             raise AutolrError("--resume and --overwrite contradict each other: pick one")
         path = Path(output) if output else default_path(recipe, resume)
+        if resume:
+            check_resumable(recipe, path)
+        rundir = cls(path, recipe)
         if main:
             _prepare_folder(path, resume=resume, overwrite=overwrite)
-            _io.write_text(path / "recipe.toml", recipe.to_toml())
-        return cls(path, recipe)
+            if not (resume and rundir.finished()):  # a finished run keeps the recipe it ran with
+                _io.write_text(path / "recipe.toml", recipe.to_toml())
+        return rundir
 
     def has_progress(self) -> bool:
         """Anything worth keeping: a checkpoint, a log line or metrics."""
@@ -134,6 +138,37 @@ class RunDir:
     def _truncate_log(self, epoch: int) -> None:
         rows = [r for r in _io.read_jsonl(self.path / "log.jsonl") if r.get("epoch", 0) <= epoch]
         _io.write_text(self.path / "log.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+
+
+# What a resumed run must share with the run it continues: these shape the network, the data or the
+# search, so a checkpoint of one cannot continue the other. Other keys (train.epochs, LRs and their
+# bounds, workers, eval and output settings) may change on --resume: that is how a run is extended, or
+# continued at a lower LR after the loss diverged.
+FIXED_ON_RESUME = ("model", "prune", "data.name", "data.root", "data.hub_id", "data.image_size", "data.transform",
+                   "data.val_fraction", "data.samples_per_class", "train.schedule", "train.seed")
+
+
+def check_resumable(recipe: Recipe, path: Path) -> None:
+    """--resume with a recipe whose network, data or search differ from the run's is an error naming them."""
+    saved_file = path / "recipe.toml"
+    if not saved_file.is_file():
+        return
+    from autolr.recipe import load_recipe
+
+    saved = _flat(load_recipe(saved_file).model_dump())
+    given = _flat(recipe.model_dump())
+    differ = [k for k in given if k.startswith(FIXED_ON_RESUME) and k in saved and saved[k] != given[k]]
+    if differ:
+        shown = "; ".join(f"{k} = {given[k]!r} here, {saved[k]!r} in the run" for k in differ[:4])
+        more = f" (and {len(differ) - 4} more)" if len(differ) > 4 else ""
+        raise AutolrError(
+            f"--resume: this recipe differs from the run's in {shown}{more}. Resume with the run's own"
+            f" recipe: autolr run {saved_file} --resume --output {path}"
+        )
+
+
+def _flat(sections: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {f"{section}.{key}": value for section, values in sections.items() for key, value in values.items()}
 
 
 def default_path(recipe: Recipe, resume: bool) -> Path:

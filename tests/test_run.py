@@ -83,3 +83,30 @@ def test_run_api_returns_the_folder(tmp_path):
 def test_resume_of_a_finished_run_returns_its_metrics(finished_run):
     result = autolr.run(autolr.load_recipe(finished_run / "recipe.toml"), output=finished_run, resume=True)
     assert result.metrics == json.loads((finished_run / "metrics.json").read_text())
+
+
+def test_resume_with_another_network_is_refused_and_the_run_keeps_its_recipe(finished_run, capsys):
+    before = (finished_run / "recipe.toml").read_text()
+    args = [a for item in TINY for a in ("--set", item)]
+    code = main(["run", "quickstart", "--output", str(finished_run), "--resume", *args, "--set", "model.name=resnet18"])
+    assert code == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "model.name = 'resnet18' here, 'test_resnet' in the run" in err
+    assert f"autolr run {finished_run / 'recipe.toml'} --resume --output {finished_run}" in err
+    # a finished run resumed with a harmless change returns its metrics and keeps the recipe it ran with
+    assert main(["run", "quickstart", "--output", str(finished_run), "--resume", *args, "--set", "data.workers=1"]) == 0
+    assert (finished_run / "recipe.toml").read_text() == before
+
+
+def test_ctrl_c_exits_130_and_says_how_to_resume(tmp_path, monkeypatch, capsys):
+    from autolr import engine
+
+    def interrupted(trainer):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine, "fit", interrupted)
+    out = tmp_path / "run"
+    args = [a for item in [*TINY, "train.epochs=1"] for a in ("--set", item)]
+    assert main(["run", "quickstart", "--output", str(out), *args]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert f"--resume --output {out}" in (out / "run.log").read_text()
