@@ -73,14 +73,17 @@ class Run:
         return self.rows_of("prune_candidate") or (self.metrics or {}).get("prune.candidates", [])
 
 
-def read_run(run_dir: str | Path) -> Run:
-    """A run folder's recipe, log rows and metrics; an error that says what to give for anything else."""
+def read_run(run_dir: str | Path, *, started: bool = True) -> Run:
+    """A run folder's recipe, log rows and metrics; an error that says what to give for anything else.
+
+    `started`: the run must have logged something (a report of nothing is an error; a comparison lists
+    such a run as unfinished)."""
     path = Path(run_dir)
     if not (path / "recipe.toml").is_file():
         raise AutolrError(f"{path} is not an autolr run folder (no recipe.toml): give the folder that "
                           "`autolr run` printed, which holds recipe.toml, log.jsonl and metrics.json")
     metrics_file = path / "metrics.json"
-    if not (path / "log.jsonl").is_file() and not metrics_file.is_file():
+    if started and not (path / "log.jsonl").is_file() and not metrics_file.is_file():
         raise AutolrError(f"{path} has no log.jsonl or metrics.json yet: the run has not finished an epoch; "
                           "report it once it has")
     try:
@@ -370,7 +373,11 @@ PLOTS: dict[str, tuple[str, Callable[[Run], Any]]] = {  # file -> (what it shows
 
 
 def _save_png(fig, path: Path) -> None:
-    _io.atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=110))
+    import warnings
+
+    with warnings.catch_warnings():  # a constant series (one LR all run) on a log axis: matplotlib widens it
+        warnings.filterwarnings("ignore", message="Attempting to set identical low and high ylims")
+        _io.atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=110))
 
 
 # -- the report ------------------------------------------------------------------------------------------
@@ -416,11 +423,15 @@ def summary(run: Run, plots: list[str], skipped: dict[str, str]) -> str:
 
 def _highlights(run: Run) -> list[list[str]]:
     s = run.setting
-    rows = [["model", f"{s('model.name')} (pretrained: {s('model.pretrained')}), top {s('model.drop_top', 0)} blocks dropped"],
+    dropped = (run.metrics or {}).get("drop_top", s("model.drop_top", 0))  # a search's chosen depth
+    rows = [["model", f"{s('model.name')} (pretrained: {s('model.pretrained')}), top {dropped} blocks dropped"],
             ["data", f"{s('data.name')}, image size {s('data.image_size')}, batch {s('data.batch_size')}"],
             ["training", f"{s('train.epochs')} epochs, schedule {s('train.schedule')}, lr {s('train.lr')}, "
                          f"head lr {s('train.head_lr')}, seed {s('train.seed')}"]]
-    if s("train.schedule") == "autolr":
+    if s("prune.mode", "fixed") == "iterative":  # every cycle's LR comes from prune.lr_schedule
+        rows[-1][1] = (f"{s('train.epochs')} epochs in cycle 0, then {s('prune.cycle_epochs') or s('train.epochs')}"
+                       f" per cycle; every group's LR from prune.lr_schedule; seed {s('train.seed')}")
+    if s("train.schedule") == "autolr" and s("prune.mode", "fixed") != "iterative":
         rows.append(["AutoLR", f"tau {s('autolr.tau')} (strict: {s('autolr.strict')}), alpha {s('autolr.alpha')}, "
                                f"beta {s('autolr.beta')}, at most {s('autolr.max_trials')} trials per epoch"])
     mode = s("prune.mode", "fixed")
@@ -540,7 +551,7 @@ def write_comparison(run_dirs: list[str | Path], output: str | Path = ".") -> Co
     """
     if not run_dirs:
         raise AutolrError("compare needs at least one run folder: autolr compare RUN_DIR [RUN_DIR ...]")
-    runs = [read_run(d) for d in run_dirs]
+    runs = [read_run(d, started=False) for d in run_dirs]
     labels = _labels(runs)
     out = Path(output)
     tables = [_metrics_table(runs, labels)]

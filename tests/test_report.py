@@ -106,11 +106,12 @@ def test_depth_search_plots_its_candidates(tmp_path):
     rows = [{"kind": "prune_candidate", "drop_top": d, "score": s, "metric": "recall@1", "seconds": 3.0,
              "estimator": "full"} for d, s in [(0, 0.6), (1, 0.62), (2, 0.63), (3, 0.5)]]
     run = make_run(tmp_path / "search", [("prune.mode", "search")], [*rows, epoch(1)],
-                   final(0.7, **{"prune.depth": 2}))
+                   final(0.7, **{"prune.depth": 2, "drop_top": 2}))
     report.write_report(run)
     assert_png(run / "report" / "prune_candidates.png")
     md = (run / "report" / "summary.md").read_text()
     assert "Chosen: drop the top 2 blocks." in md and "| 2 | 63.00 | 3.0 |" in md
+    assert "top 2 blocks dropped" in md  # the chosen depth, not the recipe's model.drop_top
 
 
 def silo_run(path, schedule, scores, in_log):
@@ -166,9 +167,11 @@ def test_a_folder_that_is_not_a_run_is_exit_2_naming_it(tmp_path, capsys):
     started = tmp_path / "started"
     started.mkdir()
     (started / "recipe.toml").write_text(Recipe().to_toml())
-    run = autolr_run(tmp_path / "auto")
-    assert main(["compare", str(run), str(started)]) == 2
+    assert main(["report", str(started)]) == 2  # nothing to report yet
     assert "has no log.jsonl or metrics.json yet" in capsys.readouterr().err
+    run = autolr_run(tmp_path / "auto")  # a comparison lists a run stopped before its first epoch
+    assert main(["compare", str(run), str(started), "--output", str(tmp_path / "cmp")]) == 0
+    assert "started (unfinished)" in (tmp_path / "cmp" / "compare.csv").read_text()
 
 
 def test_a_failing_plot_is_a_warning_and_the_rest_is_written(tmp_path, monkeypatch, caplog):
