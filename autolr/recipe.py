@@ -241,7 +241,16 @@ def load_recipe(path: str | Path, overrides: tuple[str, ...] | list[str] = ()) -
         raise AutolrError(f"{path}: not valid TOML ({e})") from None
     for item in overrides:
         _apply_override(data, item)
-    recipe = parse_recipe(data, source=str(path))
+    try:
+        recipe = parse_recipe(data, source=str(path))
+    except AutolrError as e:
+        if overrides and str(e).startswith(f"{path}:"):  # the file alone may be fine: then blame the --set
+            try:
+                parse_recipe(tomllib.loads(path.read_text()), source=str(path))
+            except AutolrError:
+                raise e from None
+            raise AutolrError("--set" + str(e)[len(str(path)):]) from None
+        raise
     if not recipe.output.name:
         recipe.output.name = path.parent.name.rsplit("-", 2)[0] if path.name == "recipe.toml" else path.stem
     return recipe

@@ -68,7 +68,7 @@ def test_errors_name_the_key_and_the_fix(tmp_path, text, message):
     [
         ("epochs=3", "expected section.key=value"),
         ("train.epoch=3", "did you mean train.epochs?"),
-        ("train.epochs=-1", "bad value for train.epochs: -1"),
+        ("train.epochs=-1", "--set: bad value for train.epochs: -1"),  # the file is fine: the --set is named
     ],
 )
 def test_override_errors(tmp_path, override, message):
