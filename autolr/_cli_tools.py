@@ -24,11 +24,12 @@ def eval_(
     model: Annotated[str, typer.Argument(help="A finished run folder, or a model.safetensors with model.json beside it.")],
     data: Annotated[Optional[str], typer.Option("--data", help="Another dataset, by its data.name (default: the run's own).")] = None,  # noqa: UP045
     root: Annotated[Optional[str], typer.Option("--root", help="That dataset's folder.")] = None,  # noqa: UP045
-    hub_id: Annotated[Optional[str], typer.Option("--hub-id", help="A hub copy (cub200, cars196) instead of --root.")] = None,  # noqa: UP045
+    hub_id: Annotated[Optional[str], typer.Option("--hub-id", help="A hub copy (cub200, cars196, cifar10, cifar100) instead of --root.")] = None,  # noqa: UP045
     flip: Annotated[Optional[bool], typer.Option("--flip/--no-flip", help="Sum the horizontal flip's features (default: the run's eval.flip).")] = None,  # noqa: UP045
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Images per batch (default: the run's eval.batch_size).")] = None,  # noqa: UP045
     recall_at: Annotated[Optional[str], typer.Option("--recall-at", help="K values, e.g. 1,2,4 (default: the run's, or the dataset's K set).")] = None,  # noqa: UP045
     device: Device = None,
+    strict_counts: Annotated[bool, typer.Option("--strict-counts/--no-strict-counts", help="Split sizes must match the benchmark's (off: use a partial copy, with a warning).")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
 ) -> None:
     """Recall@K and MAP@R of a saved model: by default on its run's test split; also written to
@@ -36,7 +37,8 @@ def eval_(
     from autolr.evaluation import evaluate_saved, print_eval
 
     result = evaluate_saved(model, data=data, root=root, hub_id=hub_id, flip=flip, batch_size=batch_size,
-                            recall_at=int_list(recall_at, "--recall-at") if recall_at else None, device=device)
+                            recall_at=int_list(recall_at, "--recall-at") if recall_at else None, device=device,
+                            strict_counts=None if strict_counts else False)
     if as_json:
         typer.echo(json.dumps(result))
     else:

@@ -120,7 +120,8 @@ def accuracy(net, loader, device: torch.device, num_classes: int) -> dict[str, f
     return {"accuracy": round(hits[0].item() / n, 6), "accuracy@5": round(hits[1].item() / n, 6)}
 
 
-def eval_data_recipe(recipe: Recipe, name: str | None, root: str | None, hub_id: str | None) -> Recipe:
+def eval_data_recipe(recipe: Recipe, name: str | None, root: str | None, hub_id: str | None,
+                     strict_counts: bool | None = None) -> Recipe:
     """The run's recipe with another dataset: a new name drops the run's root and hub id (they point at
     the run's dataset); validated by the recipe schema, so a bad name is a recipe error."""
     from autolr.recipe import parse_recipe
@@ -128,14 +129,14 @@ def eval_data_recipe(recipe: Recipe, name: str | None, root: str | None, hub_id:
     data = recipe.data.model_dump()
     if name and name != data["name"]:
         data.update(name=name, root="", hub_id="")
-    data.update({k: v for k, v in (("root", root), ("hub_id", hub_id)) if v is not None})
+    data.update({k: v for k, v in (("root", root), ("hub_id", hub_id), ("strict_counts", strict_counts)) if v is not None})
     return parse_recipe({**recipe.model_dump(), "data": data}, source="autolr eval")
 
 
 def evaluate_saved(
     path: str | Path, *, data: str | None = None, root: str | None = None, hub_id: str | None = None,
     flip: bool | None = None, batch_size: int | None = None, recall_at: list[int] | None = None,
-    device: str | None = None,
+    device: str | None = None, strict_counts: bool | None = None,
 ) -> dict[str, Any]:
     """Evaluate a saved model; by default on its run's test split with its run's flip and K set.
 
@@ -148,9 +149,12 @@ def evaluate_saved(
     dev = pick_device(device)  # first: a wrong device fails before anything loads
     saved = load_saved(path)
     own = saved.recipe
-    recipe = eval_data_recipe(own, data, root, hub_id)
+    recipe = eval_data_recipe(own, data, root, hub_id, strict_counts)
     test_tf, size = eval_transform(saved.net, recipe)
     bundle = load_data(recipe.data, seed=recipe.train.seed, min_side=test_resize(size))
+    classification = getattr(bundle, "task", "retrieval") == "classification"
+    if classification and recall_at is not None:
+        raise AutolrError(f"--recall-at: {bundle.name} is scored by classification accuracy, not Recall@K: drop it")
     if recall_at is None:  # the run's explicit K set on its own dataset, else the dataset's standard one
         same = recipe.data.name == own.data.name and own.eval.recall_at != "auto"
         recall_at = list(own.eval.recall_at) if same else bundle.recall_at
@@ -163,10 +167,11 @@ def evaluate_saved(
     result = {
         **metrics, "dataset": bundle.name, "split": "query/gallery" if "query" in splits else "test",
         "images": sum(len(s) for s in splits.values()), "source": bundle.source or "built in",
-        "model": saved.model_name, "image_size": size, "flip": flip, "recall_at": recall_at, "device": str(dev),
+        "model": saved.model_name, "image_size": size, "device": str(dev),
+        **({} if classification else {"flip": flip, "recall_at": recall_at}),
     }
-    if saved.run_dir is not None:
-        write_json(saved.run_dir / f"eval-{bundle.name}.json", result)
+    if saved.run_dir is not None:  # a no-flip score does not replace the flip one
+        write_json(saved.run_dir / f"eval-{bundle.name}{'' if classification or flip else '-noflip'}.json", result)
     return result
 
 
@@ -176,8 +181,8 @@ def print_eval(result: dict[str, Any]) -> None:
     from rich.table import Table
 
     table = Table(title=f"{result['model']} on {result['dataset']}",
-                  caption=f"{result['split']} split, {result['images']} images, {result['image_size']} px,"
-                          f" flip {'on' if result['flip'] else 'off'}")
+                  caption=f"{result['split']} split, {result['images']} images, {result['image_size']} px"
+                          + (f", flip {'on' if result['flip'] else 'off'}" if "flip" in result else ""))
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in result.items():

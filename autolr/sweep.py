@@ -68,6 +68,9 @@ def make_cells(recipe: str | Path, grids: list[Grid], overrides: list[str] = ())
         raise AutolrError(f"a sweep takes one or two --grid options, got {len(grids)}")
     if len({g.key for g in grids}) < len(grids):
         raise AutolrError(f"--grid {grids[0].key} is given twice: give each key once, with all its values")
+    for g in grids:
+        if len(set(g.values)) < len(g.values):
+            raise AutolrError(f"--grid {g.key}={','.join(g.values)} repeats a value: give each value once")
     load_recipe(recipe, list(overrides))  # a mistake in the recipe or --set is named as such
     cells = []
     for combo in itertools.product(*(g.values for g in grids)):
@@ -77,6 +80,11 @@ def make_cells(recipe: str | Path, grids: list[Grid], overrides: list[str] = ())
             cell_recipe = load_recipe(recipe, [*overrides, *sets])
         except AutolrError as e:
             raise AutolrError(f"--grid {' '.join(sets)}: {e}") from None
+        if cell_recipe.prune.mode != "fixed":  # a cell is one training at a fixed depth
+            raise AutolrError(
+                f"--grid {' '.join(sets)}: prune.mode = {cell_recipe.prune.mode!r}, but a sweep's cells are single"
+                " trainings scored on the validation split; sweep with prune.mode = 'fixed' (set model.drop_top)"
+            )
         name = "cell-" + "_".join(f"{k}={_slug(v)}" for k, v in values.items())
         cells.append(Cell(name, values, cell_recipe))
     return cells

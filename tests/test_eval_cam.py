@@ -68,6 +68,11 @@ def test_eval_of_a_weights_file_takes_overrides(run_dir):
     assert 0 <= result["recall@1"] <= result["recall@4"] <= 1
 
 
+def test_a_no_flip_eval_is_kept_beside_the_flip_one(run_dir):
+    assert run_cli("eval", run_dir, "--no-flip", "--device", "cpu")[0] == 0
+    assert json.loads((run_dir / "eval-digits-noflip.json").read_text())["flip"] is False
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["--data", "digitz"], "data.name"),
     (["--recall-at", "1,x"], "--recall-at"),

@@ -98,6 +98,8 @@ def test_a_diverged_cell_is_marked_and_final_trains_the_chosen_one(tmp_path, fak
     ("autolr.alpah=1,2", "unknown key autolr.alpah; did you mean autolr.alpha?"),
     ("autolr.alpha=1,-2", "--grid autolr.alpha=-2"),
     ("alpha=1,2", "expected section.key=v1,v2"),
+    ("autolr.alpha=1,1", "repeats a value"),
+    ("prune.mode=search,fixed", "a sweep's cells are single trainings"),
 ])
 def test_bad_grids_exit_2_before_anything_runs(tmp_path, fake_run, capsys, grid, message):
     assert sweep("--grid", grid, "--output", tmp_path / "s")[0] == 2
