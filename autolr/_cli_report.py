@@ -18,7 +18,7 @@ def report_cmd(run_dir: RunDir) -> None:
     from autolr.report import write_report
 
     for path in write_report(run_dir):
-        typer.echo(str(path))
+        typer.echo(str(path.resolve()))
 
 
 def compare_cmd(
@@ -41,7 +41,7 @@ def compare_cmd(
             table.add_row(*row)
         console.print(table)
     for path in result.files:
-        typer.echo(str(path))
+        typer.echo(str(path.resolve()))
 
 
 def register(app: typer.Typer) -> None:

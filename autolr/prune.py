@@ -16,7 +16,6 @@ back instead of retrained, so an interrupted search resumes where it stopped.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -61,7 +60,6 @@ def search_depth(recipe: Recipe, accelerator, rundir: RunDir) -> tuple[Recipe, d
     if recipe.model.drop_top:
         log.info("prune.mode = 'search' chooses the depth: model.drop_top = %d is not used", recipe.model.drop_top)
     metric = _metric_name(recipe)
-    started = time.time()
     log.info("pruning search (%s estimator) on the validation split: %s, cuts 0..%d of %d blocks",
              cfg.estimator, metric, max_depth, num_blocks)
     candidates: dict[int, dict[str, Any]] = {}
@@ -80,8 +78,10 @@ def search_depth(recipe: Recipe, accelerator, rundir: RunDir) -> tuple[Recipe, d
         c["chosen"] = d == depth
         _log_candidate(rundir, {"kind": "prune_candidate", "drop_top": d, "metric": metric,
                                 "estimator": cfg.estimator, **c}, accelerator.is_main_process)
+    seconds = round(sum(c["seconds"] for c in candidates.values()) if cfg.estimator == "full"
+                    else next(iter(candidates.values()))["seconds"], 2)  # the heads share one training
     _print_candidates(candidates, metric, depth, cfg.estimator) if accelerator.is_main_process else None
-    log.info("pruning search chose drop_top = %d (%d training(s), %.0f s)", depth, trainings, time.time() - started)
+    log.info("pruning search chose drop_top = %d (%d training(s), %.0f s)", depth, trainings, seconds)
     final = recipe.model_copy(deep=True)
     final.model.drop_top = depth
     metrics = {
@@ -90,8 +90,7 @@ def search_depth(recipe: Recipe, accelerator, rundir: RunDir) -> tuple[Recipe, d
         "prune.metric": metric,
         "prune.depth": depth,
         "prune.trainings": trainings,
-        "prune.seconds": round(sum(c["seconds"] for c in candidates.values()) if cfg.estimator == "full"
-                               else next(iter(candidates.values()))["seconds"], 2),
+        "prune.seconds": seconds,
         "prune.candidates": [{"drop_top": d, **c} for d, c in sorted(candidates.items())],
     }
     return final, metrics
@@ -289,9 +288,14 @@ def _print_candidates(candidates: dict[int, dict], metric: str, depth: int, esti
 
     from autolr.engine import _console
 
-    table = Table(title=f"pruning search ({estimator}): {metric} on the validation split")
-    for col in ("drop_top", metric, "seconds", ""):
+    shared = estimator == "heads"  # one training scored every cut: its cost is not per row
+    title = f"pruning search ({estimator}): {metric} on the validation split"
+    if shared:
+        title += f"; one training, {next(iter(candidates.values()))['seconds']:.0f} s"
+    table = Table(title=title)
+    for col in ("drop_top", metric, *(() if shared else ("seconds",)), ""):
         table.add_column(col, justify="right")
     for d, c in sorted(candidates.items()):
-        table.add_row(str(d), f"{100 * c['score']:.2f}", f"{c['seconds']:.0f}", "chosen" if d == depth else "")
+        cost = () if shared else (f"{c['seconds']:.0f}",)
+        table.add_row(str(d), f"{100 * c['score']:.2f}", *cost, "chosen" if d == depth else "")
     _console().print(table)
