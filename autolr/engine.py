@@ -54,6 +54,7 @@ class Trainer:
     # (epoch, step, steps_per_epoch) -> LR factor; None: train.schedule's (iterative pruning sets its own)
     lr_fn: Callable[[int, int, int], float] | None = None
     loss_fn: Callable[[Any, torch.Tensor], torch.Tensor] = F.cross_entropy  # (net output, labels) -> loss
+    total_epochs: int = 0  # what progress counts to; 0: train.epochs (iterative pruning: all cycles')
 
     @property
     def model(self):
@@ -407,7 +408,8 @@ def train_one_epoch(trainer: Trainer, epoch: int) -> dict[str, float]:
     bad = torch.zeros((), dtype=torch.bool, device=acc.device)
     seen, started, steps = 0, time.time(), len(loader)
     memory_format = torch.channels_last if _is_channels_last(trainer) else torch.contiguous_format
-    with _progress(trainer, f"epoch {epoch + 1}/{trainer.recipe.train.epochs}", steps) as bar:
+    total = trainer.total_epochs or trainer.recipe.train.epochs
+    with _progress(trainer, f"epoch {epoch + 1}/{total}", steps) as bar:
         for step, (x, y) in enumerate(loader, 1):
             group_start = (step - 1) // accum * accum  # 0-based step that opened this accumulation group
             set_lrs(trainer, epoch, group_start)
@@ -640,20 +642,15 @@ class _progress:
 @torch.no_grad()
 def embed(trainer: Trainer, loader) -> tuple[torch.Tensor, torch.Tensor]:
     """Embeddings (with the horizontal flip summed in when `eval.flip`) and labels, in dataset order."""
-    acc, model, flip = trainer.accelerator, trainer.model, trainer.recipe.eval.flip
+    from autolr.evaluation import embed as embed_on
+
+    acc, model = trainer.accelerator, trainer.model
     was_training = model.training
     model.eval()
-    feats, labels = [], []
     with acc.autocast():
-        for x, y in loader:
-            x = x.to(acc.device, non_blocking=True)
-            f = model.embed(x).float()
-            if flip:
-                f = f + model.embed(torch.flip(x, dims=[3])).float()
-            feats.append(f)
-            labels.append(y.to(acc.device))
+        feats, labels = embed_on(model, loader, acc.device, trainer.recipe.eval.flip)
     model.train(was_training)
-    return _gather_in_order(acc, torch.cat(feats), len(loader.dataset)), _gather_in_order(acc, torch.cat(labels), len(loader.dataset))
+    return _gather_in_order(acc, feats, len(loader.dataset)), _gather_in_order(acc, labels, len(loader.dataset))
 
 
 def _gather_in_order(acc, rows: torch.Tensor, n: int) -> torch.Tensor:
@@ -693,21 +690,17 @@ def evaluate(trainer: Trainer) -> dict[str, float]:
 @torch.no_grad()
 def evaluate_accuracy(trainer: Trainer) -> dict[str, float]:
     """Top-1 and top-5 accuracy of the training head on the test split (the same classes as training)."""
-    acc, model = trainer.accelerator, trainer.model
+    from autolr.evaluation import predict
+    from autolr.metrics import top_k_accuracy
+
+    acc, model, loader = trainer.accelerator, trainer.model, trainer.eval_loaders["test"]
     was_training = model.training
     model.eval()
-    loader = trainer.eval_loaders["test"]
-    logits, labels = [], []
     with acc.autocast():
-        for x, y in loader:
-            logits.append(model(x.to(acc.device, non_blocking=True)).float())
-            labels.append(y.to(acc.device))
+        logits, labels = predict(model, loader, acc.device)
     model.train(was_training)
     n = len(loader.dataset)
-    logits, labels = _gather_in_order(acc, torch.cat(logits), n), _gather_in_order(acc, torch.cat(labels), n)
-    top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-    hit = top == labels[:, None]
-    return {"accuracy": round(hit[:, 0].float().mean().item(), 6), "accuracy@5": round(hit.any(1).float().mean().item(), 6)}
+    return top_k_accuracy(_gather_in_order(acc, logits, n), _gather_in_order(acc, labels, n))
 
 
 def print_metrics(metrics: dict[str, Any]) -> None:

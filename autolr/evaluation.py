@@ -105,19 +105,24 @@ def evaluate_model(
 
 
 @torch.no_grad()
+def predict(net, loader, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training head's logits and the labels, in dataset order."""
+    logits, labels = [], []
+    for x, y in loader:
+        logits.append(net(x.to(device, non_blocking=True)).float())
+        labels.append(y.to(device))
+    return torch.cat(logits), torch.cat(labels)
+
+
 def accuracy(net, loader, device: torch.device, num_classes: int) -> dict[str, float]:
     """Top-1 and top-5 accuracy of the training head (its classes must be the dataset's)."""
+    from autolr.metrics import top_k_accuracy
+
     out = net.head[-1].out_features
     if out != num_classes:
         raise AutolrError(f"the model's head has {out} classes and this dataset {num_classes}: accuracy needs"
                           " the dataset it was trained on (or a retrieval dataset, scored by Recall@K)")
-    hits = torch.zeros(2, device=device)
-    for x, y in loader:
-        top = net(x.to(device, non_blocking=True)).float().topk(min(5, out), dim=1).indices
-        hit = top == y.to(device)[:, None]
-        hits += torch.stack([hit[:, 0].sum(), hit.any(1).sum()]).float()
-    n = len(loader.dataset)
-    return {"accuracy": round(hits[0].item() / n, 6), "accuracy@5": round(hits[1].item() / n, 6)}
+    return top_k_accuracy(*predict(net, loader, device))
 
 
 def eval_data_recipe(recipe: Recipe, name: str | None, root: str | None, hub_id: str | None,

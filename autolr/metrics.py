@@ -66,6 +66,13 @@ def recall_and_map(
     return _score(query, query_labels, ks, gallery, gallery_labels, chunk_size, with_map=True)
 
 
+def top_k_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """Classification: top-1 ("accuracy") and top-5 ("accuracy@5") of the logits' ranking."""
+    top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+    hit = top == labels[:, None].to(top.device)
+    return {"accuracy": round(hit[:, 0].float().mean().item(), 6), "accuracy@5": round(hit.any(1).float().mean().item(), 6)}
+
+
 def _check_ks(ks: Iterable[int], n_gallery: int) -> list[int]:
     ks = [int(k) for k in ks]
     if not ks or min(ks) < 1:

@@ -238,7 +238,7 @@ def score_cuts(trainer, metric: str) -> list[float]:
     """`metric` of every cut on the evaluation split: Recall@K / MAP@R of its pooled features, or the
     accuracy of its head (classification)."""
     from autolr.engine import _gather_in_order
-    from autolr.metrics import recall_and_map
+    from autolr.metrics import recall_and_map, top_k_accuracy
 
     acc, model = trainer.accelerator, trainer.model
     loader = trainer.eval_loaders["test"]
@@ -260,17 +260,17 @@ def score_cuts(trainer, metric: str) -> list[float]:
     n = len(loader.dataset)
     y = _gather_in_order(acc, torch.cat(labels), n)
     scores = []
-    for chunks in per_cut:
+    for chunks in per_cut:  # each cut scored like a run's evaluation: the same metric names
         rows = _gather_in_order(acc, torch.cat(chunks), n)
         if trainer.task == "classification":
-            value = (rows.argmax(1) == y).float().mean().item() if metric == "accuracy" else float("nan")
+            found = top_k_accuracy(rows, y)
         else:
-            k = int(metric.split("@")[1]) if metric.startswith("recall@") else 1
-            recalls, mapr = recall_and_map(rows, y, [k])
-            value = mapr if metric == "map@r" else recalls[k]
-        if value != value:
-            raise AutolrError(f"prune.metric = {metric!r} cannot score the cut heads: use recall@K, map@r or accuracy")
-        scores.append(round(value, 6))
+            recalls, mapr = recall_and_map(rows, y, trainer.recall_at)
+            found = {**{f"recall@{k}": v for k, v in recalls.items()}, "map@r": mapr}
+        if metric not in found:
+            raise AutolrError(f"prune.metric = {metric!r} is not a score this run reports ({', '.join(found)}):"
+                              " pick one of those")
+        scores.append(round(found[metric], 6))
     return scores
 
 

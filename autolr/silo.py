@@ -182,8 +182,7 @@ def _setup(recipe: Recipe, accelerator, rundir: RunDir) -> _Run:
     pruning.reparametrize(targets)
     rundir.restore_checkpoint(trainer)
     total = cycle_start(recipe.prune, recipe.train.epochs, recipe.prune.cycles + 1)
-    # train_one_epoch's progress bar counts to trainer.recipe.train.epochs: make it all cycles' epochs
-    trainer.recipe = recipe.model_copy(update={"train": recipe.train.model_copy(update={"epochs": total})})
+    trainer.total_epochs = total  # the progress bar and the log count over all cycles
     state = trainer.extra.setdefault("silo", {"cycles": [], "seconds": 0.0})
     return _Run(recipe, trainer, targets, _test_loaders(trainer) if oracle else trainer.eval_loaders, state)
 
@@ -282,7 +281,7 @@ def _train_epoch(run: _Run, epoch: int, cycle: int) -> dict[str, Any]:
     trainer.epoch = epoch + 1
     run.state["seconds"] += stats["seconds"]
     row = {"epoch": epoch + 1, "kind": "epoch", "cycle": cycle, **stats}
-    engine._log_epoch(row, trainer.recipe.train.epochs, trainer.task)
+    engine._log_epoch(row, trainer.total_epochs, trainer.task)
     return row
 
 
