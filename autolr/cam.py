@@ -40,9 +40,9 @@ def check_blocks(blocks: list[int], num_blocks: int) -> list[int]:
 
 def block_modules(backbone, model_name: str) -> list[torch.nn.Module]:
     """The module whose output is each kept block's output (the block's last member), low to high."""
-    from autolr.adapters import get_adapter
+    from autolr.model import block_outputs
 
-    return [backbone.get_submodule(b[-1]) for b in get_adapter(model_name).block_map(backbone).blocks]
+    return [backbone.get_submodule(name) for name in block_outputs(backbone, model_name)]
 
 
 @dataclass

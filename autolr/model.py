@@ -60,6 +60,11 @@ def block_map(backbone: nn.Module, model_name: str) -> BlockMap:
     return get_adapter(model_name).block_map(backbone)
 
 
+def block_outputs(backbone: nn.Module, model_name: str) -> list[str]:
+    """For each block, low to high, the module whose output is the block's output (its last member)."""
+    return [members[-1] for members in block_map(backbone, model_name).blocks]
+
+
 def param_groups(net: RetrievalNet, model_name: str, lr: float, head_lr: float) -> list[dict[str, Any]]:
     """One SGD param group per block (low to high), plus stem, backbone neck and training head.
 

@@ -154,10 +154,10 @@ class CutHeadsNet(RetrievalNet):
 
     def __init__(self, backbone: nn.Module, num_classes: int, model_name: str, max_depth: int, size: int):
         super().__init__(backbone, num_classes)
-        from autolr.adapters import get_adapter
+        from autolr.model import block_outputs
 
-        blocks = get_adapter(model_name).block_map(backbone).blocks
-        self.cut_modules = [blocks[len(blocks) - 1 - d][-1] for d in range(1, max_depth + 1)]
+        outputs = block_outputs(backbone, model_name)
+        self.cut_modules = [outputs[len(outputs) - 1 - d] for d in range(1, max_depth + 1)]  # cut d's top block
         self._nhwc = getattr(backbone, "output_fmt", "NCHW") == "NHWC"
         self._seen: dict[str, torch.Tensor] = {}
         for name in self.cut_modules:
