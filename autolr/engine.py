@@ -83,6 +83,9 @@ def run(
 
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
+    if selection and recipe.prune.mode != "fixed":
+        raise AutolrError(f"a selection run is one training at a fixed depth; prune.mode = {recipe.prune.mode!r}"
+                          " cannot run as one: set prune.mode = 'fixed' (and model.drop_top)")
     accelerator, precision_note = _make_accelerator(recipe)
     _setup_logging(None, accelerator.is_main_process)  # console now; run.log once the folder exists
     if output is None and accelerator.num_processes > 1:  # every rank must pick the same folder
@@ -101,12 +104,12 @@ def run(
         log.info("this run already finished; nothing to resume")
         return RunResult(rundir.path, rundir.read_metrics())
     try:
-        if recipe.prune.mode == "iterative" and not selection:
+        if recipe.prune.mode == "iterative":
             from autolr.silo import run_iterative
 
             return RunResult(rundir.path, run_iterative(recipe, accelerator, rundir))
         prune_metrics: dict[str, Any] = {}
-        if recipe.prune.mode == "search" and not selection:
+        if recipe.prune.mode == "search":
             from autolr.prune import search_depth
 
             recipe, prune_metrics = search_depth(recipe, accelerator, rundir)

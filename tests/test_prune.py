@@ -119,3 +119,9 @@ def test_impossible_search_depth_is_a_clear_error(tmp_path, constructed, capsys)
     err = capsys.readouterr().err
     assert "prune.max_depth = 3" in err and "deepest cut is 2" in err
     assert not (tmp_path / "run").exists()  # nothing left behind
+
+
+def test_a_selection_run_must_be_a_fixed_depth_training(tmp_path, constructed):
+    with pytest.raises(autolr.AutolrError, match="selection run is one training at a fixed depth"):
+        autolr.run(_recipe(constructed), output=tmp_path / "run", selection=True)
+    assert not (tmp_path / "run").exists()
