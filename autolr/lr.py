@@ -24,12 +24,22 @@ def weight_variation(before: Sequence[Sequence[torch.Tensor]], after: Sequence[S
     The divisor is the element count n, not its square root, as in the paper and the reference code.
     The caller passes only conv/linear weights (ndim >= 2). One host transfer for all blocks.
     """
+    return block_variations(before, after).double().tolist()
+
+
+def block_variations(before: Sequence[Sequence[torch.Tensor]], after: Sequence[Sequence[torch.Tensor]]) -> torch.Tensor:
+    """`weight_variation` as one tensor on the weights' device (no host transfer).
+
+    A block without conv/linear weights (only norms) has v = 0, made on the same device as the other
+    blocks' weights: a CPU scalar would not stack with CUDA tensors.
+    """
+    first = next((x for b in before for x in b), None)
+    zero = torch.zeros((), dtype=torch.float32, device=first.device if first is not None else None)
     values = []
     for b, a in zip(before, after, strict=True):
-        sq = sum(((x.float() - y.float()) ** 2).sum() for x, y in zip(b, a, strict=True))
-        n = sum(x.numel() for x in b)
-        values.append(torch.as_tensor(sq).sqrt() / max(n, 1))
-    return torch.stack(values).double().tolist() if values else []
+        sq = sum((((x.float() - y.float()) ** 2).sum() for x, y in zip(b, a, strict=True)), zero)
+        values.append(sq.sqrt() / max(sum(x.numel() for x in b), 1))
+    return torch.stack(values) if values else zero.new_zeros(0)
 
 
 def sorting_quality(v: Sequence[float]) -> float:

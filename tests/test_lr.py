@@ -8,6 +8,7 @@ import torch
 from autolr.lr import (
     TARGET_FLOOR,
     accept,
+    block_variations,
     initial_targets,
     relax_tau,
     renew_lrs,
@@ -25,6 +26,18 @@ def test_weight_variation_by_hand():
     b2 = [torch.zeros(1, 2), torch.zeros(1, 2)]
     a2 = [torch.tensor([[1.0, 0.0]]), torch.zeros(1, 2)]
     assert weight_variation([b1, b2], [a1, a2]) == pytest.approx([1.25, 0.25])
+
+
+def test_a_block_with_only_norm_parameters_moves_zero_on_the_weights_device():
+    """A block whose parameters are all 1-d (norms, biases) passes no weights: v = 0, as a tensor on the
+    other blocks' device (meta here: a CPU scalar would not stack with them, as on a GPU)."""
+    before = [[torch.zeros(2, 2, device="meta")], []]
+    after = [[torch.ones(2, 2, device="meta")], []]
+    out = block_variations(before, after)
+    assert out.device.type == "meta" and out.shape == (2,)
+    assert weight_variation([[torch.zeros(2, 2)], []], [[torch.full((2, 2), 2.0)], []]) == pytest.approx([1.0, 0.0])
+    assert weight_variation([[]], [[]]) == [0.0]  # only norm blocks at all
+    assert weight_variation([], []) == []
 
 
 def test_sorting_quality_by_hand():

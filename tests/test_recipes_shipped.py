@@ -55,6 +55,27 @@ def test_paper_recipes_differ_only_in_the_dataset():
     assert len(recipes) == 4 and all(r == recipes[0] for r in recipes)
 
 
+PAPER = [n for n in RECIPES if n.startswith(("resnet50_", "table5_")) or n in ("search_cub", "silo_cub")]
+
+
+@pytest.mark.parametrize("name", PAPER)
+def test_paper_recipes_use_the_papers_torchvision_weights(name):
+    """Plain "resnet50" is timm's a1_in1k (BCE-trained "ResNet strikes back"); the paper fine-tuned torchvision's."""
+    import timm
+
+    recipe = load_recipe(name)
+    assert recipe.model.name == "resnet50.tv_in1k"
+    assert timm.models.get_pretrained_cfg(recipe.model.name).hf_hub_id == "timm/resnet50.tv_in1k"
+
+
+def test_the_cyclic_recipe_starts_at_lr_min_as_its_comment_says():
+    from autolr.schedules import lr_factor
+
+    t = load_recipe("table5_cyclic").train
+    assert t.lr * lr_factor(t, epoch=0) == pytest.approx(t.lr_min)
+    assert "starts at lr_min" in shipped_recipes()["table5_cyclic"].read_text()
+
+
 def test_inception_recipe_runs_at_299_px():
     import timm
 
