@@ -157,27 +157,49 @@ def register_adapter(*patterns: str):
     return deco
 
 
-def _load_all() -> None:
+def load_plugins() -> None:
+    """Import every built-in adapter module and every `autolr.adapters` entry point (idempotent).
+
+    Call it before resolving a model name: an entry-point module may register the timm model itself
+    (`@register_model`), so `timm.is_model` only knows a user's backbone after this ran.
+    """
     global _LOADED
     if _LOADED:
         return
-    _LOADED = True
     for mod in pkgutil.iter_modules(__path__):
         if not mod.name.startswith("_") and mod.name != "generic":
             importlib.import_module(f"{__name__}.{mod.name}")
     for ep in entry_points(group="autolr.adapters"):
-        ep.load()  # importing the module runs its @register_adapter decorators
+        _load_entry_point(ep)  # importing the module runs its @register_model / @register_adapter
+    _LOADED = True  # only once all loaded: a failed plugin fails again, not silently on the next call
+
+
+_load_all = load_plugins  # the old private name, for callers that still use it
+
+
+def _load_entry_point(ep) -> None:
+    from autolr.errors import AutolrError
+
+    try:
+        ep.load()
+    except Exception as e:  # a broken third-party package: name it, not a traceback from inside it
+        dist = getattr(ep, "dist", None)
+        package = f" (package {dist.name})" if dist is not None else ""
+        raise AutolrError(
+            f"entry point autolr.adapters {ep.name} = {ep.value!r}{package} fails to import:"
+            f" {type(e).__name__}: {e}; fix or reinstall that package, or uninstall it"
+        ) from e
 
 
 def adapters() -> list[tuple[tuple[str, ...], type[Adapter]]]:
     """Registered adapters, most recent first (the generic fallback is not listed)."""
-    _load_all()
+    load_plugins()
     return list(_REGISTRY)
 
 
 def get_adapter(model_name: str) -> Adapter:
     """The adapter for a timm model name; the generic adapter when no family claims it."""
-    _load_all()
+    load_plugins()
     base = model_name.split(".")[0]  # "resnet50.a1_in1k" -> "resnet50"
     for patterns, cls in _REGISTRY:
         if any(fnmatch.fnmatchcase(base, p) for p in patterns):

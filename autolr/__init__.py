@@ -30,13 +30,14 @@ _EXPORTS = {
     "register_adapter": "autolr.adapters",
     "get_adapter": "autolr.adapters",
     "Adapter": "autolr.adapters",
+    "load_plugins": "autolr.adapters",
     "BlockMap": "autolr.adapters",
 }
 
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
-    from autolr.adapters import Adapter, BlockMap, get_adapter, register_adapter
+    from autolr.adapters import Adapter, BlockMap, get_adapter, load_plugins, register_adapter
     from autolr.engine import RunResult, run
     from autolr.errors import AutolrError
     from autolr.lr import initial_targets, renew_lrs, repair_targets, sorting_quality, weight_variation

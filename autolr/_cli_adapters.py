@@ -43,11 +43,12 @@ def describe(model_name: str, prune: int = 0) -> dict[str, Any]:
     """The block map of a (cut) timm model, with per-block parameter counts and output shapes."""
     import torch
 
-    from autolr.adapters import get_adapter, split_parameters
+    from autolr.adapters import get_adapter, load_plugins, split_parameters
     from autolr.adapters._surgery import input_size
     from autolr.recipe import ModelConfig
     from autolr.weights import create_timm_model
 
+    load_plugins()  # a user's entry-point module may register the timm model itself
     net = create_timm_model(ModelConfig(name=model_name, pretrained=False))
     adapter = get_adapter(model_name)
     if prune:

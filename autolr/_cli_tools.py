@@ -36,6 +36,7 @@ def eval_(
     RUN_DIR/eval-<dataset>.json."""
     from autolr.evaluation import evaluate_saved, print_eval
 
+    _load_plugins()
     result = evaluate_saved(model, data=data, root=root, hub_id=hub_id, flip=flip, batch_size=batch_size,
                             recall_at=int_list(recall_at, "--recall-at") if recall_at else None, device=device,
                             strict_counts=None if strict_counts else False)
@@ -56,6 +57,7 @@ def cam(
     """Grad-CAM of the fine-tuned model at chosen blocks: one PNG per image, the input and one overlay per block."""
     from autolr.cam import cam_images
 
+    _load_plugins()
     written = cam_images(run_dir, images, blocks=int_list(blocks, "--blocks") if blocks else None,
                          target=target, output=output, device=device)
     for path in written:
@@ -74,9 +76,17 @@ def sweep(
     """Run a recipe over a grid, choose the best cell on the validation split; tables and the alpha/beta heatmap."""
     from autolr.sweep import parse_grid, print_sweep, run_sweep
 
+    _load_plugins()
     result = run_sweep(recipe, [parse_grid(g) for g in grid], overrides=set_ or [], output=output, resume=resume,
                        final=final, metric=metric)
     print_sweep(result)
+
+
+def _load_plugins() -> None:
+    """A saved model or recipe may name a user's backbone: load entry points before its name is resolved."""
+    from autolr.adapters import load_plugins
+
+    load_plugins()
 
 
 def int_list(text: str, option: str) -> list[int]:

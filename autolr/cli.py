@@ -56,9 +56,11 @@ def run(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty --output folder.")] = False,
 ) -> None:
     """Fine-tune and evaluate as the recipe says; leaves a run folder with metrics and the model."""
+    from autolr.adapters import load_plugins
     from autolr.engine import run as run_recipe
     from autolr.recipe import load_recipe
 
+    load_plugins()  # in every process a launcher starts: a user's backbone is a timm name from here on
     result = run_recipe(load_recipe(recipe, set_ or ()), output=output, resume=resume, overwrite=overwrite)
     if os.environ.get("RANK", "0") == "0":  # under a launcher, one process prints the folder
         typer.echo(str(result.run_dir))
@@ -68,12 +70,15 @@ def run(
 def validate(
     recipes: Annotated[list[str], typer.Argument(help="Recipe files or shipped recipe names.")],
     set_: SetOption = None,
+    data: Annotated[bool, typer.Option("--data/--no-data", help="Also check that the dataset is present (off: a recipe for another machine).")] = True,
 ) -> None:
-    """Check recipes without running them (keys, types, values)."""
+    """Check recipes without running them: keys, types, values, and every check `autolr run` makes before
+    training (model name, adapters, drop_top and max_depth ranges, the data); loads no weights or images."""
+    from autolr.preflight import check
     from autolr.recipe import load_recipe
 
     for recipe in recipes:
-        load_recipe(recipe, set_ or ())
+        check(load_recipe(recipe, set_ or ()), data=data)
         typer.echo(f"{recipe}: ok")
 
 
