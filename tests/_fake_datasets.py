@@ -198,3 +198,94 @@ def _cifar(folder: Path, train: list[str], test: str, names: str, classes: int, 
         shutil.rmtree(folder)
         fake.folder = folder.parent / archive
     return fake
+
+
+# Hub copies as `hf download --repo-type dataset ID --local-dir DIR` leaves them: a README.md whose YAML
+# has dataset_info (features, splits) and configs, and parquet files data/<split>-00000-of-00001.parquet
+# written by `datasets` (so the schema carries the features, ClassLabel names included, as on the hub).
+
+@dataclass(frozen=True)
+class HubCard:
+    """What a repository's dataset card says: its splits, its columns and where its files are."""
+
+    repo: str
+    splits: tuple[str, ...]  # every split on the card, in its order
+    image: str  # the image column
+    label: str  # the class-label column
+    extra: tuple[str, ...] = ()  # other columns: "bbox" (4 numbers) or "coarse_label" (CIFAR-100's 20)
+    folder: str = "data"  # where the parquet files are
+    copies_test: tuple[str, ...] = ()  # splits that are altered copies of the test images
+
+
+# tanganke/stanford_cars: nine splits; train (8,144), test (8,041) and seven corrupted copies of the test
+# images (8,041 each); columns image and label (class_label, 196 names in the official class order).
+CARS_CARD = HubCard(
+    "tanganke/stanford_cars",
+    ("train", "test", "contrast", "gaussian_noise", "impulse_noise", "jpeg_compression", "motion_blur",
+     "pixelate", "spatter"),
+    "image", "label",
+    copies_test=("contrast", "gaussian_noise", "impulse_noise", "jpeg_compression", "motion_blur", "pixelate",
+                 "spatter"),
+)
+# bentrevett/caltech-ucsd-birds-200-2011: train (5,994) and test (5,794), the classification split;
+# columns image, label (class_label, 200 names "001.Black_footed_Albatross" ...) and bbox (4 numbers).
+CUB_CARD = HubCard("bentrevett/caltech-ucsd-birds-200-2011", ("train", "test"), "image", "label", ("bbox",))
+# uoft-cs/cifar10: config plain_text, files plain_text/{train,test}-00000-of-00001.parquet; columns img
+# and label (class_label, 10 names). uoft-cs/cifar100 has img, fine_label (100) and coarse_label (20).
+CIFAR10_CARD = HubCard("uoft-cs/cifar10", ("train", "test"), "img", "label", folder="plain_text")
+CIFAR100_CARD = HubCard("uoft-cs/cifar100", ("train", "test"), "img", "fine_label", ("coarse_label",),
+                        folder="cifar100")
+
+
+def make_hub_copy(root: Path, card: HubCard, classes: int = 4, per_class: int = 2, size=(16, 12)) -> Path:
+    """A local copy of `card`'s repository with `classes` classes and `per_class` images of each per split.
+
+    Images are PNGs; a test image i is one pattern, and each of the card's corrupted copies holds the same
+    image with a split-specific tint, so a pooled copy would show as near-duplicates.
+    """
+    folder = root / card.repo.replace("/", "--")
+    names = [f"{c + 1:03d}.Class_{c + 1}" for c in range(classes)]
+    for split in card.splits:
+        split_seed = {"train": 0}.get(split, 1)  # "test" and its copies share the images
+        tint = 0 if split in ("train", "test") else 1 + card.splits.index(split)
+        _hub_split(card, names, per_class, size, split_seed, tint).to_parquet(
+            str(folder / card.folder / f"{split}-00000-of-00001.parquet"))
+    (folder / "README.md").write_text(_card_yaml(card, names, classes * per_class))
+    return folder
+
+
+def _hub_split(card: HubCard, names: list[str], per_class: int, size, seed: int, tint: int):
+    import io
+
+    import datasets
+
+    rows = [(c, j) for c in range(len(names)) for j in range(per_class)]
+    images = []
+    for c, j in rows:
+        out = io.BytesIO()
+        array = pixels(*size, seed * 10_000 + c * 100 + j)
+        Image.fromarray(np.clip(array.astype(int) + 8 * tint, 0, 255).astype(np.uint8)).save(out, format="PNG")
+        images.append({"bytes": out.getvalue(), "path": None})
+    features = {card.image: datasets.Image(), card.label: datasets.ClassLabel(names=names)}
+    columns = {card.image: images, card.label: [c for c, _ in rows]}
+    if "bbox" in card.extra:
+        features["bbox"] = datasets.Sequence(datasets.Value("float32"), length=4)
+        columns["bbox"] = [[1.0, 2.0, size[0] - 1.0, size[1] - 1.0]] * len(rows)
+    if "coarse_label" in card.extra:
+        features["coarse_label"] = datasets.ClassLabel(num_classes=2)
+        columns["coarse_label"] = [c % 2 for c, _ in rows]
+    return datasets.Dataset.from_dict(columns, features=datasets.Features(features))
+
+
+def _card_yaml(card: HubCard, names: list[str], rows: int) -> str:
+    """The card's YAML header: features, splits and the configs' data_files, as the hub's parquet bot writes them."""
+    label = "\n".join(f"          '{i}': {n}" for i, n in enumerate(names))
+    extra = "".join(
+        "  - name: bbox\n    sequence: float32\n" if c == "bbox" else f"  - name: {c}\n    dtype:\n      class_label:\n"
+        "        names:\n          '0': a\n          '1': b\n" for c in card.extra)
+    splits = "".join(f"  - name: {s}\n    num_bytes: {rows * 500}\n    num_examples: {rows}\n" for s in card.splits)
+    files = "".join(f"  - split: {s}\n    path: {card.folder}/{s}-*\n" for s in card.splits)
+    config = "default" if card.folder == "data" else card.folder
+    return (f"---\ndataset_info:\n  features:\n  - name: {card.image}\n    dtype: image\n  - name: {card.label}\n"
+            f"    dtype:\n      class_label:\n        names:\n{label}\n{extra}  splits:\n{splits}configs:\n"
+            f"- config_name: {config}\n  data_files:\n{files}---\n# {card.repo} (a tiny fake)\n")

@@ -360,11 +360,9 @@ def _png(c: int, j: int) -> bytes:
 
 
 def test_hub_copy_is_rebuilt_class_disjoint(monkeypatch, cfg):
-    import datasets
-
     from autolr.data import hub
 
-    monkeypatch.setattr(datasets, "load_dataset", lambda hub_id: _hub_copy(classes=6, per_class=2))
+    monkeypatch.setattr(hub, "_download", lambda name, hub_id, splits: _hub_copy(classes=6, per_class=2))
     monkeypatch.setitem(hub.NUM_CLASSES, "cub200", 6)
     monkeypatch.setitem(protocol.TRAIN_CLASSES, "cub200", 3)
     monkeypatch.setitem(protocol.KNOWN_SIZES, "cub200", {"train": (12, 3), "test": (12, 3)})
@@ -376,9 +374,9 @@ def test_hub_copy_is_rebuilt_class_disjoint(monkeypatch, cfg):
 
 
 def test_hub_copy_with_the_wrong_classes_is_refused(monkeypatch, cfg):
-    import datasets
+    from autolr.data import hub
 
-    monkeypatch.setattr(datasets, "load_dataset", lambda hub_id: _hub_copy(classes=6, per_class=2))
+    monkeypatch.setattr(hub, "_download", lambda name, hub_id, splits: _hub_copy(classes=6, per_class=2))
     with pytest.raises(AutolrError, match="has 6 classes, cars196 has 196"):
         load_data(cfg("cars196", ""))
 

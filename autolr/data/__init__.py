@@ -4,8 +4,9 @@
 (all-vs-all retrieval) or a query and a gallery split (In-shop), plus the dataset's standard K set.
 CIFAR-10/100 are classification sets instead (`task = "classification"`): the test split has the
 training classes and is scored by accuracy. Sources, first found wins: a copy made by `autolr data
-prepare`; the official archive in data.root; a hub copy (data.hub_id: CUB, Cars and CIFAR). Nothing
-heavy is imported until a dataset is loaded.
+prepare`; the official archive in data.root; a hub copy (data.hub_id: CUB, Cars and CIFAR; a hub id or
+a local folder laid out as a hub dataset). `check_source(cfg)` says, without reading an image, whether
+that source is there. Nothing heavy is imported until a dataset is loaded.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 
     from autolr.recipe import DataConfig
 
-__all__ = ["DataBundle", "KNOWN_SIZES", "STANDARD_KS", "load_data", "read_source"]
+__all__ = ["DataBundle", "KNOWN_SIZES", "STANDARD_KS", "check_source", "load_data", "read_source"]
 log = logging.getLogger("autolr.data")
 
 # data.name -> the function that lists its archive on disk ("module:function", imported on use).
@@ -87,6 +88,7 @@ def _load(cfg: DataConfig, min_side: int) -> DataBundle:
     if cfg.name == "digits":
         from autolr.data.digits import load_digits
 
+        _warn_unused(cfg)
         return load_digits()
     from autolr.data.prepare import find_prepared, load_prepared
 
@@ -102,18 +104,60 @@ def read_source(cfg: DataConfig) -> tuple[dict[str, datasets.Dataset], str]:
     if cfg.name in READERS:
         return _imported(READERS[cfg.name])(cfg)
     if cfg.root or cfg.name == "imagefolder":
-        if cfg.hub_id:
-            log.info("%s: data.root is set, so data.hub_id = %r is not used", cfg.name, cfg.hub_id)
+        _warn_unused(cfg)
         listing = _archive_lister(cfg.name)(cfg.root)
         from autolr.data._build import build_splits
 
         splits = build_splits(listing, strict_counts=cfg.strict_counts, skip_corrupt=cfg.skip_corrupt)
         log.info("%s: read from %s", cfg.name, listing.folder)
         return splits, str(listing.folder)
-    from autolr.data.hub import HUB_DEFAULTS, load_hub
+    from autolr.data.hub import HUB_DEFAULTS, load_hub, source_of
 
     hub_id = cfg.hub_id or HUB_DEFAULTS.get(cfg.name, "")
-    return load_hub(cfg.name, hub_id, strict_counts=cfg.strict_counts), f"hub:{hub_id}"
+    return load_hub(cfg.name, hub_id, strict_counts=cfg.strict_counts), source_of(hub_id)
+
+
+def _warn_unused(cfg: DataConfig) -> None:
+    """A source the recipe sets but this dataset does not read is a warning, never silently dropped."""
+    if cfg.name == "digits":
+        for key, value in (("root", cfg.root), ("hub_id", cfg.hub_id)):
+            if value:
+                log.warning("digits: data.%s = %r is ignored: the digits are built in (scikit-learn's copy);"
+                            " remove it, or set data.name to the dataset it holds", key, value)
+    elif cfg.hub_id and (cfg.root or cfg.name == "imagefolder"):
+        log.warning("%s: data.hub_id = %r is ignored: data.root is set (%r) and is read instead;"
+                    " remove one of them", cfg.name, cfg.hub_id, cfg.root)
+
+
+def check_source(cfg: DataConfig) -> None:
+    """An AutolrError if the data this recipe needs is not there; reads list files, never an image.
+
+    Cheap enough for `autolr validate`: a prepared copy, a built-in set or a remote hub id passes (a hub
+    id is not looked up: that needs the network); data.root must hold the archive's index files (they
+    are parsed, as a run parses them); a local hub copy must be a folder; SOP and In-shop need data.root.
+    """
+    if cfg.name == "digits":
+        _warn_unused(cfg)
+        return
+    from autolr.data.prepare import find_prepared
+
+    if find_prepared(cfg) is not None:
+        return
+    if cfg.name in READERS:
+        from autolr.data.cifar import check_cifar
+
+        return check_cifar(cfg)
+    if cfg.root or cfg.name == "imagefolder":
+        _warn_unused(cfg)
+        _archive_lister(cfg.name)(cfg.root)
+        return
+    from autolr.data.hub import NO_HUB_COPY, local_copy
+
+    if cfg.name in NO_HUB_COPY:
+        from autolr.data.protocol import DOWNLOADS
+
+        raise AutolrError(f"{NO_HUB_COPY[cfg.name]}: download it from {DOWNLOADS[cfg.name]} and set data.root")
+    local_copy(cfg.hub_id)  # a path that is not a folder is an error; a hub id is looked up by the run
 
 
 def _archive_lister(name: str):

@@ -11,6 +11,11 @@ from autolr.data.protocol import TRAIN_CLASSES
 from autolr.errors import AutolrError
 
 LAYOUT = "a folder with cars_annos.mat and car_ims/"
+# The default hub copy, and the splits read from it: its card lists nine, `train` (8,144) and `test`
+# (8,041), plus seven corrupted copies of the test images (contrast, gaussian_noise, impulse_noise,
+# jpeg_compression, motion_blur, pixelate, spatter) that would put a copy of every test image next to it.
+HUB_ID = "tanganke/stanford_cars"
+HUB_SPLITS = ("train", "test")
 
 
 def list_cars(root: str) -> Listing:

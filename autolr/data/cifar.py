@@ -53,15 +53,19 @@ LAYOUTS = {
                        "fine_label_names.txt", 100, "cifar-100-python"),
 }
 HUB_DEFAULTS = {"cifar10": "uoft-cs/cifar10", "cifar100": "uoft-cs/cifar100"}
+HUB_SPLITS = ("train", "test")  # the official 50,000 / 10,000; any other split of a copy is ignored
 
 
 def read_cifar(cfg: DataConfig) -> tuple[dict[str, datasets.Dataset], str]:
     """{"train", "test"} and where they were read from: data.root, else the hub (data.hub_id or the default)."""
+    from autolr.data.hub import source_of
+
     if not cfg.root:
         hub_id = cfg.hub_id or HUB_DEFAULTS[cfg.name]
-        return load_cifar_hub(cfg.name, hub_id, strict_counts=cfg.strict_counts), f"hub:{hub_id}"
+        return load_cifar_hub(cfg.name, hub_id, strict_counts=cfg.strict_counts), source_of(hub_id)
     if cfg.hub_id:
-        log.info("%s: data.root is set, so data.hub_id = %r is not used", cfg.name, cfg.hub_id)
+        log.warning("%s: data.hub_id = %r is ignored: data.root is set (%r) and is read instead;"
+                    " remove one of them", cfg.name, cfg.hub_id, cfg.root)
     layout = LAYOUTS[cfg.name]
     files, source = _read_files(layout, Path(cfg.root).expanduser(), cfg.name)
     lines = files.get(layout.names, b"").decode().splitlines()
@@ -75,16 +79,25 @@ def read_cifar(cfg: DataConfig) -> tuple[dict[str, datasets.Dataset], str]:
     return splits, source
 
 
-def _read_files(layout: Layout, root: Path, name: str) -> tuple[dict[str, bytes], str]:
-    """The archive's member files by name, from the .tar.gz or from the extracted folder."""
-    wanted = {*layout.train, *layout.test, layout.names}
+def check_cifar(cfg: DataConfig) -> None:
+    """An AutolrError if data.root holds neither the binary archive nor its extracted batch files (nothing read)."""
+    from autolr.data.hub import local_copy
+
+    if not cfg.root:
+        local_copy(cfg.hub_id)  # a hub id is looked up by the run, which needs the network
+        return
+    _locate(LAYOUTS[cfg.name], Path(cfg.root).expanduser(), cfg.name)
+
+
+def _locate(layout: Layout, root: Path, name: str) -> tuple[Path, bool]:
+    """Where the data is: (the .tar.gz, True) or (the extracted folder, False); else the error with the fix."""
     if root.is_file():
-        return _from_tar(root, wanted, layout), str(root)
+        return root, True
     for folder in (root, root / layout.folder):
         if all((folder / f).is_file() for f in (*layout.train, *layout.test)):
-            return {f: (folder / f).read_bytes() for f in wanted if (folder / f).is_file()}, str(folder.resolve())
+            return folder, False
     if (root / layout.archive).is_file():
-        return _from_tar(root / layout.archive, wanted, layout), str(root / layout.archive)
+        return root / layout.archive, True
     if root.name == layout.pickled or (root / layout.pickled).is_dir():
         raise AutolrError(
             f"data.root = {str(root)!r} holds the python (pickled) version of {name}, which autolr does not"
@@ -94,6 +107,15 @@ def _read_files(layout: Layout, root: Path, name: str) -> tuple[dict[str, bytes]
         f"data.root = {str(root)!r}: no {layout.archive} and no {layout.folder}/ with"
         f" {', '.join((*layout.train, *layout.test))}; download it from {DOWNLOADS[name]}"
     )
+
+
+def _read_files(layout: Layout, root: Path, name: str) -> tuple[dict[str, bytes], str]:
+    """The archive's member files by name, from the .tar.gz or from the extracted folder."""
+    wanted = {*layout.train, *layout.test, layout.names}
+    path, packed = _locate(layout, root, name)
+    if packed:
+        return _from_tar(path, wanted, layout), str(path)
+    return {f: (path / f).read_bytes() for f in wanted if (path / f).is_file()}, str(path.resolve())
 
 
 def _from_tar(path: Path, wanted: set[str], layout: Layout) -> dict[str, bytes]:
@@ -139,16 +161,14 @@ def load_cifar_hub(name: str, hub_id: str, *, strict_counts: bool) -> dict[str, 
 
     from autolr.data.hub import _columns, _download
 
-    parts = _download(name, hub_id)
-    if not {"train", "test"} <= set(parts):
-        raise AutolrError(f"data.hub_id = {hub_id!r} has splits {sorted(parts)}, not train and test")
+    parts = _download(name, hub_id, HUB_SPLITS)
     image, label = _columns(parts["train"].features, hub_id)
     label = "fine_label" if "fine_label" in parts["train"].features else label
     splits = {
         s: parts[s].select_columns([image, label])
         .rename_columns({c: n for c, n in ((image, "image"), (label, "label")) if c != n})
         .cast_column("image", datasets.Image(mode="RGB"))
-        for s in ("train", "test")
+        for s in HUB_SPLITS
     }
     check_counts(name, split_counts(splits), strict_counts)
     return splits

@@ -10,6 +10,10 @@ from autolr.data.protocol import TRAIN_CLASSES
 from autolr.errors import AutolrError
 
 LAYOUT = "CUB_200_2011/ with images.txt, image_class_labels.txt, classes.txt and images/"
+# The default hub copy (image, label in the official class order, bbox) and the splits read from it:
+# its classification split, `train` (5,994) and `test` (5,794), pooled and re-cut by class.
+HUB_ID = "bentrevett/caltech-ucsd-birds-200-2011"
+HUB_SPLITS = ("train", "test")
 
 
 def list_cub(root: str) -> Listing:

@@ -1,16 +1,21 @@
 """CUB and Cars from a Hugging Face hub copy (`data.hub_id`), rebuilt into the class-disjoint split.
 
-Hub copies carry the classification split (every class in both train and test). Their splits are
-pooled and re-cut by class id (CUB 1-100 / 101-200, Cars 1-98 / 99-196); the known split sizes then
-confirm that the copy's class order is the official one. SOP has no hub copy, and In-shop copies lack
-the query/gallery partition: those two come only from their archives (data.root).
+`data.hub_id` names a dataset repository on the hub, or a local folder laid out as one (parquet files
+under data/, e.g. after `hf download --repo-type dataset ID --local-dir DIR`). Only the splits each
+dataset module names in HUB_SPLITS are read (and downloaded): any other split of the copy is named in
+the log and ignored, never pooled. Hub copies carry the classification split (every class in both train
+and test): those splits are pooled and re-cut by class id (CUB 1-100 / 101-200, Cars 1-98 / 99-196); the
+known split sizes then confirm that the copy's class order is the official one. SOP has no hub copy, and
+In-shop copies lack the query/gallery partition: those two come only from their archives (data.root).
 """
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from autolr.data import cars, cub
 from autolr.data._build import labels_of, subset
 from autolr.data.protocol import DOWNLOADS, TRAIN_CLASSES, check_counts, split_counts
 from autolr.errors import AutolrError
@@ -21,7 +26,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("autolr.data")
 
 # Parquet copies with an image column and a 200/196-class label column in the official class order.
-HUB_DEFAULTS = {"cub200": "bentrevett/caltech-ucsd-birds-200-2011", "cars196": "tanganke/stanford_cars"}
+HUB_DEFAULTS = {"cub200": cub.HUB_ID, "cars196": cars.HUB_ID}
+HUB_SPLITS = {"cub200": cub.HUB_SPLITS, "cars196": cars.HUB_SPLITS}
 NUM_CLASSES = {"cub200": 200, "cars196": 196}
 NO_HUB_COPY = {
     "sop": "Stanford Online Products has no usable hub copy",
@@ -37,26 +43,82 @@ def load_hub(name: str, hub_id: str, *, strict_counts: bool) -> dict[str, datase
         raise AutolrError(f"data.hub_id is for cub200 and cars196; data.name = {name!r} reads data.root")
     hub_id = hub_id or HUB_DEFAULTS[name]
     log.info("%s: loading the hub copy %s and rebuilding the class-disjoint split", name, hub_id)
-    pooled = _pool(_download(name, hub_id), hub_id)
+    pooled = _pool(_download(name, hub_id, HUB_SPLITS[name]), hub_id)
     splits = _class_disjoint(name, pooled, hub_id)
     check_counts(name, split_counts(splits), strict_counts)
     return splits
 
 
-def _download(name: str, hub_id: str) -> datasets.DatasetDict:
-    """The hub dataset, failing fast with the fix when the hub cannot be reached."""
+def local_copy(hub_id: str) -> Path | None:
+    """The folder `hub_id` names, if it is one (as `datasets.load_dataset` itself prefers a folder)."""
+    path = Path(hub_id).expanduser()
+    if path.is_dir():
+        return path.resolve()
+    if hub_id.startswith(("/", "./", "../", "~")):
+        raise AutolrError(f"data.hub_id = {hub_id!r} is neither a folder nor a hub id (owner/name): give an"
+                          " existing folder laid out as a hub dataset (parquet files under data/) or a hub id")
+    return None
+
+
+def source_of(hub_id: str) -> str:
+    """What a bundle's `source` says (and a prepared copy records): hub:<id> or hub:<absolute folder>."""
+    local = local_copy(hub_id)
+    return f"hub:{local or hub_id}"
+
+
+def _download(name: str, hub_id: str, splits: tuple[str, ...]) -> datasets.DatasetDict:
+    """The copy's `splits` only (other splits named in the log, not downloaded), failing fast with the fix."""
     import datasets
     from huggingface_hub import constants
 
-    if not constants.HF_HUB_OFFLINE:
+    local = local_copy(hub_id)
+    if local is None and not constants.HF_HUB_OFFLINE:
         _probe(name, hub_id)
+    path = str(local or hub_id)
     try:
-        return datasets.load_dataset(hub_id)
-    except Exception as e:  # offline, missing or unreadable: all have the same fix
-        raise AutolrError(
-            f"data.hub_id = {hub_id!r} cannot be loaded ({type(e).__name__}: {str(e)[:200]})"
-            + _OFFLINE_HINT.format(download=DOWNLOADS[name])
-        ) from None
+        files = _split_files(path, local is not None)
+        if files is not None:  # check before anything is downloaded
+            _check_splits(name, hub_id, list(files), splits)
+        loaded = datasets.load_dataset(path, data_files={s: files[s] for s in splits} if files else None)
+    except AutolrError:
+        raise
+    except Exception as e:  # offline, missing, gated or unreadable: each message says its fix
+        raise AutolrError(_failure(name, hub_id, local, e)) from None
+    if files is None:  # a copy read back from the cache offline: its splits are known only now
+        _check_splits(name, hub_id, list(loaded), splits)
+    return datasets.DatasetDict({s: loaded[s] for s in splits})
+
+
+def _split_files(path: str, local: bool) -> dict[str, list[str]] | None:
+    """Split name -> data files, as `datasets.load_dataset(path)` maps them; None when it cannot say yet."""
+    import datasets
+    from datasets.data_files import get_data_patterns
+
+    if local:  # from the file names (data/<split>-00000-of-00002.parquet), so a partial download still reads
+        return {str(s): patterns for s, patterns in get_data_patterns(path).items()}
+    files = datasets.load_dataset_builder(path).config.data_files  # the card's configs, or the file names
+    return {s: list(f) for s, f in files.items()} if files else None
+
+
+def _check_splits(name: str, hub_id: str, found: list[str], splits: tuple[str, ...]) -> None:
+    """The copy must have `splits`; its other splits are named in the log and left alone."""
+    missing = [s for s in splits if s not in found]
+    if missing:
+        raise AutolrError(f"data.hub_id = {hub_id!r} has splits {', '.join(found)}; {name} reads"
+                          f" {', '.join(splits)}: not a copy of this dataset, or an incomplete download")
+    ignored = [s for s in found if s not in splits]
+    if ignored:
+        log.info("%s: data.hub_id = %r also has the splits %s; reading only %s (the others are ignored)",
+                 name, hub_id, ", ".join(ignored), " and ".join(splits))
+
+
+def _failure(name: str, hub_id: str, local: Path | None, e: Exception) -> str:
+    what = f"data.hub_id = {hub_id!r} cannot be loaded ({type(e).__name__}: {str(e)[:200]})"
+    if local is not None:
+        return what + ": a local copy needs the parquet files of its splits, e.g. data/train-00000-of-00001.parquet"
+    if _is_gated(e):
+        return _gated(name, hub_id)
+    return what + _OFFLINE_HINT.format(download=DOWNLOADS[name])
 
 
 _OFFLINE_HINT = (
@@ -65,13 +127,33 @@ _OFFLINE_HINT = (
 )
 
 
+def _is_gated(e: BaseException | None) -> bool:
+    """huggingface_hub raises GatedRepoError; datasets re-raises it as DatasetNotFoundError('... gated ...')."""
+    from huggingface_hub.errors import GatedRepoError
+
+    seen = 0
+    while e is not None and seen < 5:
+        if isinstance(e, GatedRepoError) or (type(e).__name__ == "DatasetNotFoundError" and "gated" in str(e)):
+            return True
+        e, seen = e.__cause__ or e.__context__, seen + 1
+    return False
+
+
+def _gated(name: str, hub_id: str) -> str:
+    return (f"data.hub_id = {hub_id!r} is a gated dataset: log in with `hf auth login` and accept its terms on"
+            f" https://huggingface.co/datasets/{hub_id}, or download the archive from {DOWNLOADS[name]} and set"
+            " data.root")
+
+
 def _probe(name: str, hub_id: str) -> None:
     """One short request, so that a missing network fails in seconds rather than after retries."""
     from huggingface_hub import HfApi
-    from huggingface_hub.errors import RepositoryNotFoundError
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
     try:
         HfApi().dataset_info(hub_id, timeout=10)
+    except GatedRepoError:  # a subclass of RepositoryNotFoundError: test it first
+        raise AutolrError(_gated(name, hub_id)) from None
     except RepositoryNotFoundError:
         raise AutolrError(f"data.hub_id = {hub_id!r}: no such dataset on the hub (or it is private)") from None
     except Exception as e:
@@ -83,7 +165,7 @@ def _probe(name: str, hub_id: str) -> None:
 
 
 def _pool(parts: datasets.DatasetDict, hub_id: str) -> datasets.Dataset:
-    """All splits of the copy in one, reduced to columns image (RGB on decode) and label."""
+    """The splits read from the copy in one, reduced to columns image (RGB on decode) and label."""
     import datasets
 
     first = next(iter(parts.values()))

@@ -77,8 +77,10 @@ def _same_source(meta: dict[str, Any], cfg: DataConfig) -> bool:
     if cfg.root:  # data.root may name the dataset's folder or the folder it sits in (find_folder's rule)
         root, source = Path(cfg.root).expanduser().resolve(), Path(meta.get("source", ""))
         return str(root) == meta.get("root") or root in (source, source.parent)
-    if cfg.hub_id:
-        return meta.get("hub_id") == cfg.hub_id
+    if cfg.hub_id:  # a local hub copy is recorded by its absolute path
+        from autolr.data.hub import source_of
+
+        return meta.get("hub_id") == source_of(cfg.hub_id).removeprefix("hub:")
     return True  # no source in the recipe: any prepared copy of this dataset
 
 
