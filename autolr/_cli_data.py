@@ -15,7 +15,9 @@ app = typer.Typer(name="data", help="Prepare and inspect retrieval datasets.", n
 
 Name = Annotated[str, typer.Argument(help="cub200, cars196, sop, inshop, cifar10, cifar100 or imagefolder.")]
 Root = Annotated[str, typer.Option("--root", help="The dataset's folder (or the folder it was extracted into).")]
-HubId = Annotated[str, typer.Option("--hub-id", help="A hub copy (cub200, cars196, cifar10, cifar100) instead of --root.")]
+HubId = Annotated[str, typer.Option(
+    "--hub-id", help="A hub copy (cub200, cars196, cifar10, cifar100) instead of --root: a hub dataset id, or a"
+    " local folder laid out as one (parquet files under data/, as `hf download --repo-type dataset` leaves them).")]
 CacheDir = Annotated[str, typer.Option("--cache-dir", help="Where prepared copies live [~/.cache/autolr/datasets].")]
 
 
