@@ -44,11 +44,12 @@ class RetrievalNet(nn.Module):
         return self.head.parameters()
 
 
-def create_backbone(cfg: ModelConfig) -> nn.Module:
-    """A timm model with its classifier removed, its weights loaded, and its top blocks cut."""
+def create_backbone(cfg: ModelConfig, image_size: int | str = "auto") -> nn.Module:
+    """A timm model with its classifier removed, its weights loaded, and its top blocks cut; a model with
+    a fixed input size is built for `image_size` (data.image_size) where timm can."""
     from autolr.weights import create_timm_model, load_checkpoint
 
-    backbone = create_timm_model(cfg)
+    backbone = create_timm_model(cfg, image_size)
     if cfg.drop_top:
         get_adapter(cfg.name).truncate(backbone, cfg.drop_top)
     if cfg.checkpoint:  # after the cut: a truncated run folder fits, a full checkpoint's extra blocks are skipped
@@ -115,16 +116,21 @@ def save_model(net: RetrievalNet, cfg: ModelConfig, run_dir: Path) -> None:
     from safetensors.torch import save_file
 
     from autolr._io import atomic_write, write_json
+    from autolr.weights import strip_wrappers
 
-    state = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
+    state = {k: v.detach().contiguous().cpu() for k, v in strip_wrappers(net.state_dict()).items()}
     atomic_write(run_dir / "model.safetensors", lambda p: save_file(state, str(p)))
     write_json(run_dir / "model.json", model_spec(cfg, net))
 
 
 def load_model(run_dir: str | Path) -> RetrievalNet:
-    """Rebuild a fine-tuned (and truncated) network from `model.safetensors` + `model.json` alone."""
-    import timm
+    """Rebuild a fine-tuned (and truncated) network from `model.safetensors` + `model.json` alone.
+
+    Keys written by a compiled or DDP-wrapped model (`_orig_mod.`, `module.`) load too.
+    """
     from safetensors.torch import load_file
+
+    from autolr.weights import create_timm_model, strip_wrappers
 
     run_dir = Path(run_dir)
     spec_path, weights = run_dir / "model.json", run_dir / "model.safetensors"
@@ -132,9 +138,10 @@ def load_model(run_dir: str | Path) -> RetrievalNet:
         if not f.is_file():
             raise AutolrError(f"{f} not found: give a finished autolr run folder")
     spec = json.loads(spec_path.read_text())
-    backbone = timm.create_model(spec["timm_name"], pretrained=False, num_classes=0)
+    size = spec.get("pretrained_cfg", {}).get("input_size", [None])[-1]  # a fixed-size model's, as it was built
+    backbone = create_timm_model(ModelConfig(name=spec["timm_name"], pretrained=False), size or "auto")
     if spec["drop_top"]:
         get_adapter(spec["timm_name"]).truncate(backbone, spec["drop_top"])
     net = RetrievalNet(backbone, spec["num_classes"], spec["head_hidden"])
-    net.load_state_dict(load_file(str(weights)))
+    net.load_state_dict(strip_wrappers(load_file(str(weights))))
     return net.eval()

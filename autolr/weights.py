@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import difflib
 import logging
-import os
-import socket
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from autolr.errors import AutolrError
 from autolr.recipe import ModelConfig
@@ -24,71 +22,212 @@ if TYPE_CHECKING:
 log = logging.getLogger("autolr")
 
 
-def create_timm_model(cfg: ModelConfig) -> nn.Module:
+def create_timm_model(cfg: ModelConfig, image_size: int | str = "auto") -> nn.Module:
     """A timm model with no classifier (`num_classes=0`), with hub weights when `pretrained` and no
-    `checkpoint` is given (a checkpoint is loaded after any cut, by `load_checkpoint`)."""
+    `checkpoint` is given (a checkpoint is loaded after any cut, by `load_checkpoint`).
+
+    A model with a fixed input size (timm's `fixed_input_size`: ViT, Swin, ...) is built for
+    `image_size` when that differs from its own (`img_size=`; timm resamples loaded position embeddings).
+    """
     import timm
 
-    base = cfg.name.split(".")[0]
+    _load_plugins()  # a user's timm model, registered in an entry-point module, must resolve here
+    base = check_model_name(cfg.name)
+    kwargs = _size_kwargs(cfg.name, image_size)
+    try:
+        if cfg.pretrained and not cfg.checkpoint:
+            model = _from_hub(cfg.name, kwargs)
+        else:
+            model = timm.create_model(cfg.name, pretrained=False, num_classes=0, **kwargs)
+    except (TypeError, AssertionError) as e:
+        if not kwargs:
+            raise
+        raise _size_error(base, timm.models.get_pretrained_cfg(cfg.name), kwargs["img_size"], e) from None
+    if kwargs:
+        _check_size(model, base, kwargs["img_size"])
+    return model
+
+
+def _load_plugins() -> None:
+    import autolr.adapters as adapters
+
+    (getattr(adapters, "load_plugins", None) or adapters._load_all)()
+
+
+def check_model_name(name: str) -> str:
+    """The timm architecture of `name` ("resnet50.tv_in1k" -> "resnet50"); an unknown one, or an unknown
+    pretrained tag, is an error with suggestions."""
+    import timm
+
+    base, _, tag = name.partition(".")
     if not timm.is_model(base):
         close = difflib.get_close_matches(base, timm.list_models(), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else " (see timm.list_models())"
-        raise AutolrError(f"model.name = {cfg.name!r} is not a timm model{hint}")
-    if cfg.pretrained and not cfg.checkpoint:
-        return _from_hub(cfg.name)
-    return timm.create_model(cfg.name, pretrained=False, num_classes=0)
+        raise AutolrError(f"model.name = {name!r} is not a timm model{hint}")
+    tags = [n.partition(".")[2] for n in timm.list_pretrained(f"{base}.*")]
+    if tag and tags and tag not in tags:
+        raise AutolrError(f"model.name = {name!r}: {base} has no pretrained tag {tag!r}; its tags are"
+                          f" {', '.join(tags)} (or give {base!r} alone for timm's default)")
+    return base
 
 
-def _from_hub(name: str) -> nn.Module:
-    """Hub weights; offline, fail within seconds (not after the hub client's retries) or use the cache."""
+def _size_kwargs(name: str, image_size: int | str) -> dict[str, int]:
+    """`{"img_size": N}` when a fixed-size model must be built for another size, else nothing."""
     import timm
 
-    pretrained_cfg = timm.models.get_pretrained_cfg(name)
-    hub_id = getattr(pretrained_cfg, "hf_hub_id", None)
-    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False") or not _hub_reachable()
-    if offline:
-        cached = _cached_weights(hub_id)
-        if cached is None:
-            raise AutolrError(
-                f"model.pretrained = true needs {name}'s weights from the Hugging Face hub, which cannot be"
-                " reached from here (offline). Set model.checkpoint to a local .safetensors/.pth file (or a"
-                " previous run folder), or model.pretrained = false"
-            )
-        return timm.create_model(name, pretrained=True, num_classes=0, pretrained_cfg_overlay={"file": cached})
+    if image_size == "auto":
+        return {}
+    cfg = timm.models.get_pretrained_cfg(name)
+    if cfg is None or not cfg.fixed_input_size or int(cfg.input_size[-1]) == int(image_size):
+        return {}
+    return {"img_size": int(image_size)}
+
+
+def _check_size(model: nn.Module, base: str, size: int) -> None:
+    """The model rebuilt for `size` must run at it (a Swin window may not fit); its `pretrained_cfg`
+    then says the size it takes (shape probes and `model.json` read it)."""
+    import torch
+
     try:
-        return timm.create_model(name, pretrained=True, num_classes=0)
-    except Exception as e:  # a network or hub error from huggingface_hub
-        raise AutolrError(
-            f"could not download {name}'s pretrained weights ({type(e).__name__}: {str(e)[:160]}); set"
-            " model.checkpoint to a local file or model.pretrained = false"
-        ) from None
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, model.pretrained_cfg.get("input_size", (3,))[0], size, size))
+    except Exception as e:  # timm raises AssertionError, RuntimeError or ValueError for a size it cannot take
+        raise _size_error(base, model.pretrained_cfg, size, e) from None
+    model.train()
+    model.pretrained_cfg = {**model.pretrained_cfg, "input_size": (*model.pretrained_cfg["input_size"][:-2], size, size)}
 
 
-def _hub_reachable(timeout: float = 3.0) -> bool:
+def _size_error(base: str, pretrained_cfg: Any, size: int, e: Exception) -> AutolrError:
+    cfg = pretrained_cfg if isinstance(pretrained_cfg, dict) else pretrained_cfg.to_dict()
+    own = int(cfg["input_size"][-1])
+    return AutolrError(
+        f"data.image_size = {size}: {base} takes {own} px images only and cannot be built for {size} px"
+        f" ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else 'no message'}); set"
+        f" data.image_size = {own} (or \"auto\"), or pick a model without a fixed input size"
+    )
+
+
+def _from_hub(name: str, kwargs: dict[str, Any]) -> nn.Module:
+    """Hub weights, from huggingface_hub's cache or downloaded through it (its endpoint, proxies and
+    offline mode); timm loads the file, and its keys are then compared with the model's."""
+    import timm
+
+    repo, revision, filenames = _hub_source(name)
+    path = _cached_weights(repo, revision, filenames) or _download(name, repo, revision, filenames)
     try:
-        with socket.create_connection(("huggingface.co", 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
+        model = timm.create_model(name, pretrained=True, num_classes=0, pretrained_cfg_overlay={"file": path}, **kwargs)
+    except (RuntimeError, ValueError, OSError) as e:
+        raise AutolrError(f"model.pretrained = true: {name}'s weights in {path} do not load ({type(e).__name__}:"
+                          f" {str(e)[:200]}); delete that file to download it again, or set model.checkpoint") from None
+    check_hub_keys(model, path, repo)
+    return model
 
 
-def _cached_weights(hub_id: str | None) -> str | None:
+def _hub_source(name: str) -> tuple[str, str | None, list[str]]:
+    """(repository, revision, file names to try) of `name`'s pretrained weights on the hub."""
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(name)
+    hub_id = getattr(cfg, "hf_hub_id", None)
     if not hub_id:
-        return None
+        raise AutolrError(f"model.name = {name!r} has no pretrained weights on the Hugging Face hub: set"
+                          " model.checkpoint to a local .safetensors/.pth file, or model.pretrained = false")
+    repo, _, revision = hub_id.partition("@")
+    wanted = getattr(cfg, "hf_hub_filename", None) or "pytorch_model.bin"
+    safe = wanted.rsplit(".", 1)[0] + ".safetensors"  # timm prefers the safetensors twin too
+    return repo, revision or None, list(dict.fromkeys([safe, "model.safetensors", wanted]))
+
+
+def _cached_weights(repo: str, revision: str | None, filenames: list[str]) -> str | None:
     from huggingface_hub import try_to_load_from_cache
 
-    repo = hub_id.split("@")[0]
-    for filename in ("model.safetensors", "pytorch_model.bin"):
-        path = try_to_load_from_cache(repo, filename)
+    for filename in filenames:
+        path = try_to_load_from_cache(repo, filename, revision=revision)
         if isinstance(path, str):
             return path
     return None
 
 
-def read_state_dict(checkpoint: str | Path) -> dict[str, torch.Tensor]:
-    """Backbone tensors from a `.safetensors` / `.pth` file or an autolr run folder.
+def _download(name: str, repo: str, revision: str | None, filenames: list[str], timeout: float = 5.0) -> str:
+    """A short HEAD first, so an unreachable hub fails in seconds (not after the client's retries)."""
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download, hf_hub_url
+    from huggingface_hub.errors import EntryNotFoundError, GatedRepoError, RepositoryNotFoundError
 
-    `.pth` files load with `weights_only=True`: arbitrary pickled objects are never executed.
+    if constants.is_offline_mode():
+        raise _offline(name, repo, "HF_HUB_OFFLINE is set")
+    for filename in filenames:
+        try:
+            get_hf_file_metadata(hf_hub_url(repo, filename, revision=revision), timeout=timeout)
+        except EntryNotFoundError:
+            continue
+        except GatedRepoError:
+            raise AutolrError(f"model.pretrained = true: {repo} is a gated repository: accept its terms on its hub"
+                              " page and log in with `hf auth login`, or set model.checkpoint") from None
+        except RepositoryNotFoundError:
+            raise AutolrError(f"model.pretrained = true: {repo} is not on {constants.ENDPOINT} (or needs a login:"
+                              " `hf auth login`); set model.checkpoint to a local file") from None
+        except Exception as e:  # noqa: BLE001 - connection, proxy, TLS or server errors: the hub is out of reach
+            raise _offline(name, repo, f"{constants.ENDPOINT} cannot be reached: {type(e).__name__}: {str(e)[:120]}") from None
+        return hf_hub_download(repo, filename, revision=revision)
+    raise AutolrError(f"model.pretrained = true: {repo} holds none of {', '.join(filenames)}; set model.checkpoint")
+
+
+def _offline(name: str, repo: str, why: str) -> AutolrError:
+    return AutolrError(
+        f"model.pretrained = true needs {name}'s weights from the Hugging Face hub, which is out of reach"
+        f" ({why}) and not in the local cache. Fetch them where the hub is reachable with"
+        f" `hf download {repo}` (the cache is shared through HF_HOME), or set model.checkpoint to a local"
+        " .safetensors/.pth file (or a previous run folder), or model.pretrained = false"
+    )
+
+
+def check_hub_keys(model: nn.Module, path: str, repo: str) -> None:
+    """timm loads hub weights non-strictly once the classifier is gone: a backbone tensor missing from the
+    file would stay at random init. Compare the model's keys with the file's and name what is missing."""
+    own = [k for k in model.state_dict() if not k.endswith("num_batches_tracked")]
+    have = _file_keys(path)
+    missing = [k for k in own if k not in have]
+    if missing and len(missing) == len(own):  # another layout, converted by timm's checkpoint filter
+        log.warning("pretrained weights: %s uses other key names than timm's %s; key check skipped", path,
+                    type(model).__name__)
+        return
+    if missing:
+        shown = ", ".join(missing[:8]) + (f" (+{len(missing) - 8} more)" if len(missing) > 8 else "")
+        raise AutolrError(f"model.pretrained = true: {repo}'s weight file {path} lacks backbone tensors that"
+                          f" would stay at random init: {shown}; delete it and fetch it again (`hf download"
+                          f" {repo}`), or set model.checkpoint")
+    log.info("pretrained weights: %s (%d backbone tensors, every key checked)", repo, len(own))
+
+
+def _file_keys(path: str) -> set[str]:
+    if path.endswith(".safetensors"):
+        from safetensors import safe_open
+
+        with safe_open(path, framework="pt") as f:
+            return set(f.keys())
+    import torch
+
+    state = torch.load(path, map_location="meta", weights_only=True)
+    return set(state.get("state_dict", state) if isinstance(state, dict) else {})
+
+
+WRAPPER_PREFIXES = ("_orig_mod.", "module.")  # torch.compile's and DDP's (DataParallel's) wrappers
+
+
+def strip_wrappers(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Keys without the compile / DDP wrapper prefixes, however nested ("_orig_mod.module.x" -> "x"):
+    run folders and checkpoints written by a wrapped model still load into a bare one."""
+    out = {}
+    for key, value in state.items():
+        while key.startswith(WRAPPER_PREFIXES):
+            key = key.split(".", 1)[1]
+        out[key] = value
+    return out
+
+
+def read_state_dict(checkpoint: str | Path) -> dict[str, torch.Tensor]:
+    """Backbone tensors from a `.safetensors` / `.pth` file or an autolr run folder, wrapper prefixes
+    stripped. `.pth` files load with `weights_only=True`: arbitrary pickled objects are never executed.
     """
     import torch
 
@@ -97,12 +236,12 @@ def read_state_dict(checkpoint: str | Path) -> dict[str, torch.Tensor]:
         weights = path / "model.safetensors"
         if not weights.is_file():
             raise AutolrError(f"model.checkpoint = {str(checkpoint)!r}: a folder, but no model.safetensors in it")
-        state = _load_file(weights)
+        state = strip_wrappers(_load_file(weights))
         return {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
     if not path.is_file():
         raise AutolrError(f"model.checkpoint = {str(checkpoint)!r}: no such file or folder")
     if path.suffix == ".safetensors":
-        return _load_file(path)
+        return strip_wrappers(_load_file(path))
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
@@ -112,7 +251,7 @@ def read_state_dict(checkpoint: str | Path) -> dict[str, torch.Tensor]:
             state = state[key]
     if not isinstance(state, dict):
         raise AutolrError(f"model.checkpoint = {str(checkpoint)!r}: holds no state dict")
-    return {k.removeprefix("module."): v for k, v in state.items() if hasattr(v, "shape")}
+    return strip_wrappers({k: v for k, v in state.items() if hasattr(v, "shape")})
 
 
 def _load_file(path: Path) -> dict[str, torch.Tensor]:

@@ -145,3 +145,161 @@ def test_offline_pretrained_fails_fast_with_the_fix(monkeypatch):
 def test_unknown_model_name_suggests_one():
     with pytest.raises(AutolrError, match="did you mean resnet50"):
         create_backbone(ModelConfig(name="resnet5O", pretrained=False))
+
+
+# -- hub weights: the cache, the key check, offline and unreachable hubs ---------------------------------
+
+REPO = "timm/test_resnet.r160_in1k"  # test_resnet's default pretrained tag
+
+
+def fake_hub_cache(root, repo, state, filename="model.safetensors"):
+    """A huggingface_hub cache as `hf download` leaves it: refs/main -> snapshots/<commit>/<file>."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    folder = root / f"models--{repo.replace('/', '--')}"
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / "main").write_text(commit)
+    (folder / "snapshots" / commit).mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(folder / "snapshots" / commit / filename))
+    return folder / "snapshots" / commit / filename
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    return tmp_path / "hub"
+
+
+@pytest.fixture
+def tiny_source():
+    torch.manual_seed(4)
+    return timm.create_model("test_resnet", pretrained=False, num_classes=1000)  # as on the hub: with a classifier
+
+
+def test_hub_weights_load_from_the_cache_with_every_key_checked(hub_cache, tiny_source, caplog):
+    fake_hub_cache(hub_cache, REPO, tiny_source.state_dict())
+    with caplog.at_level("INFO", logger="autolr"):
+        loaded = create_backbone(ModelConfig(name="test_resnet", pretrained=True))
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(features(loaded, x), features(tiny_source, x))
+    assert f"{REPO} (" in caplog.text and "every key checked" in caplog.text
+
+
+def test_a_hub_file_missing_a_backbone_tensor_is_an_error_naming_it(hub_cache, tiny_source):
+    state = tiny_source.state_dict()
+    gone = [k for k, v in state.items() if v.ndim == 4][2]  # a conv weight timm would leave at random init
+    fake_hub_cache(hub_cache, REPO, {k: v for k, v in state.items() if k != gone})
+    with pytest.raises(AutolrError, match=rf"lacks backbone tensors .*: {gone}; .*hf download {REPO}"):
+        create_backbone(ModelConfig(name="test_resnet", pretrained=True))
+
+
+def test_offline_without_the_cache_names_the_repository_and_the_local_way(hub_cache):
+    start = time.time()
+    with pytest.raises(AutolrError, match=r"HF_HUB_OFFLINE.*`hf download timm/resnet50\.tv_in1k`.*model\.checkpoint"):
+        create_backbone(ModelConfig(name="resnet50.tv_in1k", pretrained=True))
+    assert time.time() - start < 5
+
+
+def test_an_unreachable_hf_endpoint_fails_fast_with_the_same_fix(tmp_path):
+    """Reachability is huggingface_hub's own: its HF_ENDPOINT (a mirror), its proxies, its offline flag."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import time; from autolr.model import create_backbone; from autolr.recipe import ModelConfig\n"
+        "t = time.time()\n"
+        "try: create_backbone(ModelConfig(name='test_resnet', pretrained=True))\n"
+        "except Exception as e: print(type(e).__name__, round(time.time() - t, 1), e)\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path / "hf")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120).stdout
+    name, seconds, message = out.split(" ", 2)
+    assert name == "AutolrError" and float(seconds) < 10, out
+    assert "http://127.0.0.1:9 cannot be reached" in message and f"hf download {REPO}" in message
+    assert "model.checkpoint" in message
+
+
+def test_an_unknown_pretrained_tag_lists_the_real_ones():
+    with pytest.raises(AutolrError, match=r"no pretrained tag 'bogus'; its tags are .*tv_in1k"):
+        create_backbone(ModelConfig(name="resnet50.bogus", pretrained=False))
+
+
+def test_a_tagged_name_round_trips_through_a_run_folder(tmp_path):
+    cfg = ModelConfig(name="test_resnet.r160_in1k", pretrained=False, drop_top=1)
+    net = RetrievalNet(create_backbone(cfg), num_classes=3).eval()
+    save_model(net, cfg, tmp_path)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(load_model(tmp_path)(x), net(x))
+
+
+# -- wrapper prefixes: compiled and DDP models' keys load into a bare one --------------------------------
+
+def test_run_folders_with_compile_or_ddp_prefixes_still_load(tmp_path):
+    """Run folders written before the fix hold `_orig_mod.` (compile) or `module.` (DDP) keys."""
+    torch.manual_seed(5)
+    cfg = ModelConfig(name="test_resnet", pretrained=False)
+    net = RetrievalNet(create_backbone(cfg), num_classes=3).eval()
+    save_model(net, cfg, tmp_path)
+    prefixed = {f"_orig_mod.module.{k}": v for k, v in net.state_dict().items()}
+    save_file({k: v.contiguous() for k, v in prefixed.items()}, str(tmp_path / "model.safetensors"))
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(load_model(tmp_path)(x), net(x))
+    reused = create_backbone(ModelConfig(name="test_resnet", pretrained=False, checkpoint=str(tmp_path)))
+    torch.testing.assert_close(features(reused, x), features(net.backbone, x))
+
+
+def test_save_model_never_writes_a_wrapper_prefix(tmp_path):
+    from safetensors import safe_open
+
+    cfg = ModelConfig(name="test_resnet", pretrained=False)
+    net = RetrievalNet(create_backbone(cfg), num_classes=3)
+    save_model(_Wrapped(net), cfg, tmp_path)
+    with safe_open(str(tmp_path / "model.safetensors"), framework="pt") as f:
+        keys = list(f.keys())
+    assert keys and not [k for k in keys if k.startswith(("_orig_mod.", "module."))]
+
+
+class _Wrapped(torch.nn.Module):
+    """Stands for torch.compile's wrapper: its state dict prefixes every key with `_orig_mod.`."""
+
+    def __init__(self, net):
+        super().__init__()
+        self._orig_mod = net
+        self.backbone, self.head = net.backbone, net.head
+
+    def state_dict(self, *args, **kwargs):
+        return self._orig_mod.state_dict(prefix="_orig_mod.")
+
+
+# -- fixed-size models at another image size -------------------------------------------------------------
+
+def test_a_fixed_size_model_is_built_for_the_recipes_image_size(tmp_path):
+    cfg = ModelConfig(name="test_vit", pretrained=False)
+    backbone = create_backbone(cfg, image_size=32)  # test_vit takes 160 px as timm ships it
+    assert backbone.pretrained_cfg["input_size"][-1] == 32
+    net = RetrievalNet(backbone, num_classes=3).eval()
+    x = torch.randn(2, 3, 32, 32)
+    save_model(net, cfg, tmp_path)
+    with torch.no_grad():
+        torch.testing.assert_close(load_model(tmp_path)(x), net(x))  # rebuilt at 32 px from model.json
+    assert create_backbone(cfg).pretrained_cfg["input_size"][-1] == 160  # "auto": its own size
+
+
+def test_hub_weights_of_a_fixed_size_model_get_resampled_position_embeddings(hub_cache):
+    torch.manual_seed(6)
+    source = timm.create_model("test_vit", pretrained=False, num_classes=1000)
+    fake_hub_cache(hub_cache, "timm/test_vit.r160_in1k", source.state_dict())
+    backbone = create_backbone(ModelConfig(name="test_vit", pretrained=True), image_size=32)
+    assert backbone.pos_embed.shape[1] == 1 + 2 * 2  # 10x10 patches at 160 px resampled to 2x2
+    torch.testing.assert_close(backbone.blocks[0].attn.qkv.weight, source.blocks[0].attn.qkv.weight)
+
+
+@pytest.mark.parametrize("size", [8, 40])
+def test_a_size_a_fixed_size_model_cannot_take_is_a_recipe_error(size):
+    name = "test_vit" if size == 8 else "test_maxvit"  # 8 px: below one patch; 40 px: maxvit's windows
+    with pytest.raises(AutolrError, match=rf"data.image_size = {size}: {name} takes 160 px images only.*data.image_size = 160"):
+        create_backbone(ModelConfig(name=name, pretrained=False), image_size=size)
