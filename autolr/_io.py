@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+FILE_MODE = 0o666  # what open() requests; the umask takes its bits off
+
 
 def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> None:
     """Call `write(tmp_path)`, fsync, then rename onto `path` (same folder, so the rename is atomic)."""
@@ -16,9 +18,11 @@ def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
     try:
         write(Path(tmp))
+        # after the write: a writer may replace the file (safetensors does), and mkstemp makes 0600;
+        # every output gets the mode a plain open() would give it under the umask
+        os.chmod(tmp, FILE_MODE & ~_umask())
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

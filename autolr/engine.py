@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from autolr.errors import AutolrError
 from autolr.recipe import Recipe
-from autolr.rundir import RunDir
+from autolr.rundir import RunDir, default_path, main_reads
 
 log = logging.getLogger("autolr")
 
@@ -59,7 +59,7 @@ class Trainer:
     @property
     def model(self):
         """The bare RetrievalNet (no DDP or compile wrapper)."""
-        return self.accelerator.unwrap_model(self.net)
+        return self.accelerator.unwrap_model(self.net, keep_torch_compile=False)
 
     @property
     def is_main(self) -> bool:
@@ -88,43 +88,80 @@ def run(
                           " cannot run as one: set prune.mode = 'fixed' (and model.drop_top)")
     accelerator, precision_note = _make_accelerator(recipe)
     _setup_logging(None, accelerator.is_main_process)  # console now; run.log once the folder exists
-    if output is None and accelerator.num_processes > 1:  # every rank must pick the same folder
-        from accelerate.utils import broadcast_object_list
-
-        from autolr.rundir import default_path
-
-        mine = [str(default_path(recipe, resume)) if accelerator.is_main_process else None]
-        output = broadcast_object_list(mine)[0]
-    rundir = RunDir.open(recipe, output=output, resume=resume, overwrite=overwrite, main=accelerator.is_main_process)
-    accelerator.wait_for_everyone()
+    rundir, state = _open_run(recipe, accelerator, output, resume, overwrite)
     _setup_logging(rundir.path, accelerator.is_main_process)
     log.info("run folder: %s", rundir.path)
     log.info("precision: %s", precision_note)
-    if resume and rundir.finished():
+    if state == "finished":
         log.info("this run already finished; nothing to resume")
-        return RunResult(rundir.path, rundir.read_metrics())
+        return RunResult(rundir.path, main_reads(accelerator, rundir.read_metrics))
+    if state == "extend":
+        log.info("--resume: extending the finished run to train.epochs = %d", recipe.train.epochs)
     try:
-        if recipe.prune.mode == "iterative":
-            from autolr.silo import run_iterative
-
-            return RunResult(rundir.path, run_iterative(recipe, accelerator, rundir))
-        prune_metrics: dict[str, Any] = {}
-        if recipe.prune.mode == "search":
-            from autolr.prune import search_depth
-
-            recipe, prune_metrics = search_depth(recipe, accelerator, rundir)
-        metrics = train_and_evaluate(recipe, accelerator, rundir, selection=selection, extra_metrics=prune_metrics)
-    except AutolrError:
-        if accelerator.is_main_process and not rundir.has_progress():
-            rundir.remove()  # a run that could not start leaves nothing behind
-        raise
+        metrics = _run_mode(recipe, accelerator, rundir, selection)
     except KeyboardInterrupt:
         log.warning("interrupted: %s keeps every finished epoch (and search candidate); continue with"
                     " autolr run %s --resume --output %s", rundir.path, rundir.path / "recipe.toml", rundir.path)
         raise
+    except BaseException:
+        _remove_if_unstarted(accelerator, rundir)  # whatever failed before the first epoch leaves no folder
+        raise
     finally:
-        accelerator.end_training()  # closes the trackers, also when the loss diverged
+        _close_trackers(accelerator)  # also when the loss diverged; the process group stays (see _end_at_exit)
     return RunResult(rundir.path, metrics)
+
+
+def _run_mode(recipe: Recipe, accelerator, rundir: RunDir, selection: bool) -> dict[str, Any]:
+    if recipe.prune.mode == "iterative":
+        from autolr.silo import run_iterative
+
+        return run_iterative(recipe, accelerator, rundir)
+    prune_metrics: dict[str, Any] = {}
+    if recipe.prune.mode == "search":
+        from autolr.prune import search_depth
+
+        recipe, prune_metrics = search_depth(recipe, accelerator, rundir)
+    return train_and_evaluate(recipe, accelerator, rundir, selection=selection, extra_metrics=prune_metrics)
+
+
+def _open_run(recipe: Recipe, accelerator, output, resume: bool, overwrite: bool) -> tuple[RunDir, str]:
+    """The run folder, opened by the main process alone, and its state ("new", "resume", "extend" or
+    "finished"), which every rank receives: no other rank reads the folder (it may be on another node)."""
+    def open_on_main() -> tuple[str, str]:
+        path = Path(output) if output is not None else default_path(recipe, resume)
+        rundir = RunDir.open(recipe, output=path, resume=resume, overwrite=overwrite)
+        return str(path), rundir.resume_state(recipe) if resume else "new"
+
+    path, state = main_reads(accelerator, open_on_main)
+    _end_at_exit(accelerator)
+    return RunDir(Path(path), recipe), state
+
+
+def _remove_if_unstarted(accelerator, rundir: RunDir) -> None:
+    if accelerator.is_main_process and not rundir.has_progress():
+        rundir.remove()
+
+
+def _close_trackers(accelerator) -> None:
+    """What `end_training` does for one run, less destroying the process group: a sweep or search runs
+    many trainings in one command, and accelerate 1.15 cannot bring a destroyed group back."""
+    for tracker in accelerator.trackers:
+        tracker.finish()
+    accelerator.trackers = []
+
+
+_ENDING: list[bool] = []  # set once the process group's end is registered
+
+
+def _end_at_exit(accelerator) -> None:
+    """The process group lives for the whole command and is destroyed once, as the process exits."""
+    if accelerator.num_processes > 1 and not _ENDING:
+        import atexit
+
+        _ENDING.append(True)
+        from accelerate import PartialState
+
+        atexit.register(lambda: PartialState().destroy_process_group())
 
 
 def train_and_evaluate(
@@ -133,11 +170,10 @@ def train_and_evaluate(
     """One training in an open run folder: setup (or resume), score before, fit, score after, save."""
     try:
         trainer = setup(recipe, accelerator, rundir, selection=selection)
-    except AutolrError:
-        if accelerator.is_main_process and not rundir.has_progress():
-            rundir.remove()  # a candidate or run that could not start leaves nothing behind
+    except Exception:
+        _remove_if_unstarted(accelerator, rundir)  # a candidate or run that could not start leaves nothing behind
         raise
-    initial = rundir.initial_metrics() if trainer.epoch else None
+    initial = main_reads(accelerator, rundir.initial_metrics) if trainer.epoch else None
     if initial is None:
         initial = evaluate(trainer)
         rundir.save_initial_metrics(initial) if trainer.is_main else None
@@ -291,7 +327,7 @@ def setup(
     torch.manual_seed(recipe.train.seed)
     backbone = create_backbone(recipe.model)  # first: a weights problem shows before data is read
     train_tf, test_tf, size = build_transforms(recipe.data, backbone.pretrained_cfg)
-    with accelerator.main_process_first():  # a first load may write a cache: once, by the main process
+    with accelerator.local_main_process_first():  # a first load may write a cache: once per node
         # the smallest prepared copy that is still large enough for this model's test resize
         data = load_data(recipe.data, seed=recipe.train.seed, min_side=test_resize(size), for_selection=selection)
     net = (make_net or RetrievalNet)(backbone, data.num_classes)
@@ -307,8 +343,11 @@ def setup(
         param_groups(net, recipe.model.name, t.lr, t.head_lr),
         lr=t.lr, momentum=t.momentum, nesterov=t.nesterov and t.momentum > 0, weight_decay=t.weight_decay,
     )
+    batch = per_process_batch(recipe.data.batch_size, accelerator.num_processes, recipe.data.samples_per_class)
+    log.info("batch: %d images per step (data.batch_size, global) = %d per process x %d process(es)",
+             recipe.data.batch_size, batch, accelerator.num_processes)
     loader_args = dict(
-        batch_size=recipe.data.batch_size, workers=recipe.data.workers, seed=recipe.train.seed,
+        batch_size=batch, workers=recipe.data.workers, seed=recipe.train.seed,
         pin_memory=accelerator.device.type == "cuda",
     )
     train_loader = make_loader(
@@ -318,7 +357,7 @@ def setup(
     if len(train_loader) == 0:
         raise AutolrError(
             f"data.batch_size = {recipe.data.batch_size} is larger than the {len(data.train)} training"
-            " images per process: lower it"
+            " images: lower it"
         )
     eval_loaders = {
         name: make_loader(
@@ -340,6 +379,20 @@ def setup(
         rundir.restore_checkpoint(trainer)
     _init_lrs(trainer)  # after the restore: a resumed run takes the recipe's (maybe lowered) LRs
     return trainer
+
+
+def per_process_batch(batch_size: int, processes: int, samples_per_class: int = 0) -> int:
+    """`data.batch_size` is the global batch (the paper's 40), split evenly over the processes, so that
+    an epoch has as many optimizer steps, and AutoLR measures the same weight variation, on any number
+    of GPUs. Class-balanced batches must also split into whole groups of `samples_per_class`."""
+    step = processes * max(samples_per_class, 1)
+    if processes == 1 or batch_size % step == 0:  # one process: the sampler checks samples_per_class
+        return batch_size // processes
+    below, above = batch_size // step * step, (batch_size // step + 1) * step
+    unit = f"{processes} processes" + (f" x data.samples_per_class = {samples_per_class}" if samples_per_class else "")
+    nearest = f"{below} or {above}" if below else f"{above}"
+    raise AutolrError(f"data.batch_size = {batch_size} is the global batch and must divide by {unit}:"
+                      f" use {nearest}")
 
 
 def _check_autolr_blocks(trainer: Trainer) -> None:
@@ -440,6 +493,7 @@ def train_one_epoch(trainer: Trainer, epoch: int) -> dict[str, float]:
         "loss": float(acc.reduce(loss_sum, "mean").item()) / len(loader),
         "seconds": round(seconds, 3),
         "images_per_s": round(seen * acc.num_processes / seconds, 1),
+        "steps": -(-steps // accum),  # optimizer steps: the same on any number of processes
         "lrs": [g["lr"] for g in opt.param_groups],
         "groups": [g["name"] for g in opt.param_groups],
     }

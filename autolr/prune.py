@@ -28,7 +28,7 @@ from autolr import _io
 from autolr.errors import AutolrError
 from autolr.model import RetrievalNet
 from autolr.recipe import Recipe
-from autolr.rundir import RunDir
+from autolr.rundir import RunDir, main_reads
 
 log = logging.getLogger("autolr")
 
@@ -123,8 +123,14 @@ def search_recipe(recipe: Recipe, depth: int) -> Recipe:
     return c
 
 
-def _open(recipe: Recipe, path: Path, main: bool) -> RunDir:
-    return RunDir.open(recipe, output=path, resume=path.is_dir(), overwrite=False, main=main)
+def _open(recipe: Recipe, path: Path, accelerator) -> tuple[RunDir, dict[str, Any] | None]:
+    """A candidate's folder, opened by the main process alone, and its saved metrics if it finished
+    (sent to every rank, so that all of them skip or train it alike)."""
+    def on_main() -> dict[str, Any] | None:
+        sub = RunDir.open(recipe, output=path, resume=path.is_dir(), overwrite=False)
+        return sub.read_metrics() if sub.finished() else None
+
+    return RunDir(path, recipe), main_reads(accelerator, on_main)
 
 
 def _train_candidate(recipe: Recipe, accelerator, rundir: RunDir, depth: int, metric: str) -> dict[str, Any]:
@@ -132,9 +138,8 @@ def _train_candidate(recipe: Recipe, accelerator, rundir: RunDir, depth: int, me
     from autolr.engine import train_and_evaluate
 
     c = search_recipe(recipe, depth)
-    sub = _open(c, rundir.path / "prune" / f"drop-{depth}", accelerator.is_main_process)
-    if sub.finished():
-        metrics = sub.read_metrics()
+    sub, metrics = _open(c, rundir.path / "prune" / f"drop-{depth}", accelerator)
+    if metrics is not None:
         log.info("pruning search: drop_top = %d already trained (%s %.4f)", depth, metric, metrics.get(metric, float("nan")))
     else:
         log.info("pruning search: training drop_top = %d", depth)
@@ -209,9 +214,8 @@ def _train_heads(recipe: Recipe, accelerator, rundir: RunDir, max_depth: int, me
     from autolr.engine import fit, setup
 
     c = search_recipe(recipe, 0)
-    sub = _open(c, rundir.path / "prune" / "heads", accelerator.is_main_process)
-    if sub.finished():
-        saved = sub.read_metrics()
+    sub, saved = _open(c, rundir.path / "prune" / "heads", accelerator)
+    if saved is not None:
         log.info("pruning search: the cut heads were already trained")
         return {int(d): v for d, v in saved["cuts"].items()}
     log.info("pruning search: training the full network with heads at cuts 0..%d", max_depth)

@@ -10,8 +10,9 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from autolr import _io
 from autolr.errors import AutolrError
@@ -21,6 +22,52 @@ if TYPE_CHECKING:
     from autolr.engine import Trainer
 
 log = logging.getLogger("autolr")
+T = TypeVar("T")
+
+
+def main_reads(accelerator, read: Callable[[], T]) -> T:
+    """`read()` on the main process, its result on every rank (a user error too, raised everywhere).
+
+    Only the main process touches the run folder: on several nodes without a shared file system the
+    other ranks cannot see it, and even with one they must not decide differently from a racing view.
+    """
+    if accelerator is None or accelerator.num_processes == 1:
+        return read()
+    from accelerate.utils import broadcast_object_list
+
+    box: list[Any] = [None]
+    if accelerator.is_main_process:
+        try:
+            box = [("ok", read())]
+        except AutolrError as e:
+            box = [("error", str(e))]
+        except BaseException as e:  # the others must not wait forever for an answer that never comes
+            box = [("crash", f"{type(e).__name__}: {e}")]
+            broadcast_object_list(box)
+            raise
+    kind, value = broadcast_object_list(box)[0]
+    if kind == "error":
+        raise AutolrError(value)
+    if kind == "crash":
+        raise RuntimeError(f"the main process failed: {value}")
+    return value
+
+
+def check_shared(accelerator, path: Path) -> None:
+    """Every rank must see the file the main process wrote (same size), or all stop with one message."""
+    if accelerator.num_processes == 1:
+        return
+    from accelerate.utils import gather_object
+
+    size = main_reads(accelerator, lambda: path.stat().st_size)
+    mine = path.stat().st_size if path.is_file() else None
+    blind = [rank for rank, seen in enumerate(gather_object([mine])) if seen != size]
+    if blind:
+        raise AutolrError(
+            f"process(es) {', '.join(map(str, blind))} cannot see {path} ({size} bytes, written by the main"
+            " process): running on several nodes needs the run folder on a file system that every node shares"
+            " (set --output to such a folder, or run on one node)"
+        )
 
 
 class RunDir:
@@ -29,6 +76,7 @@ class RunDir:
         self.checkpoints = path / "checkpoints"
         self._started = time.time()
         self._previous_wall_time = 0.0
+        self._loaded: dict[str, Any] | None = None  # the checkpoint the main process found readable
 
     @classmethod
     def open(
@@ -43,20 +91,48 @@ class RunDir:
         rundir = cls(path, recipe)
         if main:
             _prepare_folder(path, resume=resume, overwrite=overwrite)
-            if not (resume and rundir.finished()):  # a finished run keeps the recipe it ran with
+            if not (resume and rundir.resume_state(recipe) == "finished"):  # it keeps the recipe it ran with
                 _io.write_text(path / "recipe.toml", recipe.to_toml())
         return rundir
 
+    def resume_state(self, recipe: Recipe) -> str:
+        """For --resume: "new" (nothing here yet), "resume", "extend" (finished, but `recipe` asks for more
+        epochs) or "finished"."""
+        if not self.has_progress():
+            return "new"
+        if not self.finished():
+            return "resume"
+        done = self.read_metrics().get("epochs", 0)
+        if recipe.train.epochs <= done:
+            return "finished"
+        self._check_extendable(recipe, done)
+        return "extend"
+
+    def _check_extendable(self, recipe: Recipe, done: int) -> None:
+        last = self.checkpoints / f"epoch-{done:04d}.pt"
+        if recipe.prune.mode == "iterative":
+            raise AutolrError(f"--resume: {self.path} is a finished iterative-pruning run; its cycles cannot be"
+                              f" extended to train.epochs = {recipe.train.epochs}: start a new run")
+        if not last.is_file():
+            why = ("a selection run keeps no checkpoints" if self.read_metrics().get("split") == "val"
+                   else f"its final checkpoint {last.name} is gone")
+            raise AutolrError(f"--resume: {self.path} finished at epoch {done} and cannot be extended to"
+                              f" train.epochs = {recipe.train.epochs}: {why}. Start a new run")
+
     def has_progress(self) -> bool:
-        """Anything worth keeping: a checkpoint, a log line or metrics."""
-        return any((self.path / f).exists() for f in ("log.jsonl", "metrics.json", "checkpoints", "prune"))
+        """Anything worth keeping: an epoch checkpoint, a log line, metrics or search candidates (the
+        initial scores alone are not: they are measured before the first epoch)."""
+        if any((self.path / f).exists() for f in ("log.jsonl", "metrics.json", "prune")):
+            return True
+        return self.checkpoints.is_dir() and any(f.name != "initial.json" for f in self.checkpoints.iterdir())
 
     def remove(self) -> None:
         """Delete the folder this run created (only what autolr writes there)."""
-        for name in ("recipe.toml", "run.log"):
-            (self.path / name).unlink(missing_ok=True)
-        if self.path.is_dir() and not any(self.path.iterdir()):
-            self.path.rmdir()
+        for f in (self.path / "recipe.toml", self.path / "run.log", self.checkpoints / "initial.json"):
+            f.unlink(missing_ok=True)
+        for folder in (self.checkpoints, self.path):
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
 
     # -- metrics and logs ------------------------------------------------------------------------
     def finished(self) -> bool:
@@ -111,29 +187,49 @@ class RunDir:
             f.unlink(missing_ok=True)
 
     def restore_checkpoint(self, trainer: Trainer) -> None:
-        """Load the newest readable checkpoint, if any, and cut `log.jsonl` back to its epoch."""
+        """Load the newest readable checkpoint, if any, and cut `log.jsonl` back to its epoch.
+
+        The main process picks the file; every other rank loads that same file, after checking that it
+        sees it (on several nodes the run folder must be on a shared file system)."""
+        import torch
+
+        acc = trainer.accelerator
+        name = main_reads(acc, self._newest_checkpoint)
+        if name is None:
+            return
+        path = self.checkpoints / name
+        check_shared(acc, path)
+        state = self._loaded if trainer.is_main else torch.load(path, map_location="cpu", weights_only=True)
+        self._loaded = None
+        self._apply(trainer, state)
+        if trainer.is_main:
+            self._truncate_log(trainer.epoch)
+        log.info("resumed from %s (epoch %d done)", path.name, trainer.epoch)
+
+    def _newest_checkpoint(self) -> str | None:
         import torch
 
         for path in sorted(self.checkpoints.glob("epoch-*.pt"), reverse=True):
             try:
-                state = torch.load(path, map_location=trainer.accelerator.device, weights_only=True)
+                self._loaded = torch.load(path, map_location="cpu", weights_only=True)
+                return path.name
             except Exception as e:  # an unreadable file cannot be a finished checkpoint: skip it
                 log.warning("skipping unreadable checkpoint %s (%s)", path.name, e)
-                continue
-            trainer.model.load_state_dict(state["model"])
-            trainer.optimizer.load_state_dict(state["optimizer"])
-            torch.set_rng_state(state["rng"].cpu())
-            if state["cuda_rng"] and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
-            trainer.extra.update(state["extra"])
-            if state.get("scaler") and trainer.accelerator.scaler is not None:
-                trainer.accelerator.scaler.load_state_dict(state["scaler"])
-            trainer.epoch = state["epoch"]
-            self._previous_wall_time = state["wall_time"]
-            if trainer.is_main:
-                self._truncate_log(trainer.epoch)
-            log.info("resumed from %s (epoch %d done)", path.name, trainer.epoch)
-            return
+        return None
+
+    def _apply(self, trainer: Trainer, state: dict[str, Any]) -> None:
+        import torch
+
+        trainer.model.load_state_dict(state["model"])
+        trainer.optimizer.load_state_dict(state["optimizer"])  # moves the state onto the parameters' device
+        torch.set_rng_state(state["rng"].cpu())
+        if state["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
+        trainer.extra.update(state["extra"])
+        if state.get("scaler") and trainer.accelerator.scaler is not None:
+            trainer.accelerator.scaler.load_state_dict(state["scaler"])
+        trainer.epoch = state["epoch"]
+        self._previous_wall_time = state["wall_time"]
 
     def _truncate_log(self, epoch: int) -> None:
         rows = [r for r in _io.read_jsonl(self.path / "log.jsonl") if r.get("epoch", 0) <= epoch]
@@ -144,8 +240,9 @@ class RunDir:
 # search, so a checkpoint of one cannot continue the other. Other keys (train.epochs, LRs and their
 # bounds, workers, eval and output settings) may change on --resume: that is how a run is extended, or
 # continued at a lower LR after the loss diverged.
-FIXED_ON_RESUME = ("model", "prune", "data.name", "data.root", "data.hub_id", "data.image_size", "data.transform",
+FIXED_ON_RESUME = ("model.", "prune.", "data.name", "data.root", "data.hub_id", "data.image_size", "data.transform",
                    "data.val_fraction", "data.samples_per_class", "train.schedule", "train.seed")
+FREE_ON_RESUME = ("model.compile", "model.channels_last")  # speed only: the weights are the same
 
 
 def check_resumable(recipe: Recipe, path: Path) -> None:
@@ -157,7 +254,7 @@ def check_resumable(recipe: Recipe, path: Path) -> None:
 
     saved = _flat(load_recipe(saved_file).model_dump())
     given = _flat(recipe.model_dump())
-    differ = [k for k in given if k.startswith(FIXED_ON_RESUME) and k in saved and saved[k] != given[k]]
+    differ = [k for k in given if k.startswith(FIXED_ON_RESUME) and k not in FREE_ON_RESUME and k in saved and saved[k] != given[k]]
     if differ:
         shown = "; ".join(f"{k} = {given[k]!r} here, {saved[k]!r} in the run" for k in differ[:4])
         more = f" (and {len(differ) - 4} more)" if len(differ) > 4 else ""

@@ -31,6 +31,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from autolr.errors import AutolrError
+from autolr.rundir import check_shared, main_reads
 
 if TYPE_CHECKING:
     from autolr.engine import Trainer
@@ -155,7 +156,7 @@ def run_iterative(recipe: Recipe, accelerator, rundir: RunDir) -> dict[str, Any]
         check_recipe(recipe)
         run = _setup(recipe, accelerator, rundir)
         initial = _initial(run)
-    except AutolrError:
+    except Exception:
         if accelerator.is_main_process and not rundir.has_progress():
             rundir.remove()  # a run that could not start leaves nothing behind
         raise
@@ -190,7 +191,7 @@ def _setup(recipe: Recipe, accelerator, rundir: RunDir) -> _Run:
 def _initial(run: _Run) -> dict[str, float]:
     """The test scores before training (saved once, read back on resume); fixes the run's metric."""
     trainer = run.trainer
-    initial = trainer.rundir.initial_metrics() if trainer.epoch else None
+    initial = main_reads(trainer.accelerator, trainer.rundir.initial_metrics) if trainer.epoch else None
     fresh = initial is None
     initial = _evaluate(trainer, run.test_loaders) if fresh else initial
     run.metric = _metric(run.prune, trainer.task, initial)
@@ -345,6 +346,7 @@ def _rewind(run: _Run) -> None:
     import torch
 
     trainer = run.trainer
+    check_shared(trainer.accelerator, trainer.rundir.checkpoints / REWIND_FILE)
     saved = torch.load(trainer.rundir.checkpoints / REWIND_FILE, map_location=trainer.accelerator.device,
                        weights_only=True)
     with torch.no_grad():
@@ -374,7 +376,7 @@ def _test_loaders(trainer: Trainer) -> dict[str, Any]:
 
     recipe, acc = trainer.recipe, trainer.accelerator
     _, test_tf, size = build_transforms(recipe.data, trainer.model.backbone.pretrained_cfg)
-    with acc.main_process_first():
+    with acc.local_main_process_first():  # a first load may write a cache: once per node
         data = load_data(recipe.data, seed=recipe.train.seed, min_side=test_resize(size))
     return {
         name: make_loader(split, test_tf, batch_size=recipe.eval.batch_size, workers=recipe.data.workers,

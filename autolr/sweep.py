@@ -112,28 +112,66 @@ def sweep_folder(recipe: Recipe, output: str | Path | None, resume: bool) -> Pat
     return folder
 
 
+def _processes():
+    """accelerate's process state under a launcher (several processes), else None: only the main
+    process reads and writes the sweep folder, and tells the others (it may be on another node)."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    from accelerate import PartialState
+
+    return PartialState(cpu=not _cuda())
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _is_main() -> bool:
+    state = _processes()
+    return state is None or state.is_main_process
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def _say(text: str) -> None:
-    """Progress on stderr (the engine's logger is only set up once a run starts)."""
+    """Progress on stderr (the engine's logger is only set up once a run starts), from the main process."""
+    if not _is_main():
+        return
     from rich.console import Console
     from rich.markup import escape
 
     Console(stderr=True, soft_wrap=True).print(escape(text), highlight=False)
 
 
+def _make_folder(recipe: Recipe, output: str | Path | None, resume: bool) -> Path:
+    folder = sweep_folder(recipe, output, resume)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def run_cell(cell: Cell, folder: Path) -> None:
     """Run one cell as a selection run, unless its folder already holds the finished score."""
     from autolr import engine
 
+    from autolr.rundir import main_reads
+
     out = folder / cell.name
-    if (out / "metrics.json").is_file():
-        cell.metrics = json.loads((out / "metrics.json").read_text())
+    saved, started = main_reads(_processes(), lambda: (_read_json(out / "metrics.json"), out.is_dir()))
+    if saved is not None:
+        cell.metrics = saved
     else:
-        try:
-            cell.metrics = engine.run(cell.recipe, output=out, resume=True, selection=True).metrics
+        try:  # --resume only for a cell that started before: a fresh cell's log says nothing of resuming
+            cell.metrics = engine.run(cell.recipe, output=out, resume=started, selection=True).metrics
         except engine.Diverged as e:  # one diverging cell (an LR too high) must not end the sweep
             cell.metrics, cell.error = {}, str(e)
             _say(f"{cell.name} diverged: {e}")
-    cell.ramp = ramp_status(out / "log.jsonl", cell.recipe)
+    cell.ramp = main_reads(_processes(), lambda: ramp_status(out / "log.jsonl", cell.recipe))
 
 
 def ramp_status(log_file: Path, recipe: Recipe) -> str:
@@ -165,9 +203,10 @@ def run_sweep(
     with `final`, train the chosen cell on all training classes and report its test metrics."""
     from autolr import engine
 
+    from autolr.rundir import main_reads
+
     cells = make_cells(recipe, grids, overrides)
-    folder = sweep_folder(cells[0].recipe, output, resume)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = main_reads(_processes(), lambda: _make_folder(cells[0].recipe, output, resume))
     for i, cell in enumerate(cells, 1):
         _say(f"sweep cell {i}/{len(cells)}: {' '.join(f'{k}={v}' for k, v in cell.values.items())}")
         run_cell(cell, folder)
@@ -177,7 +216,8 @@ def run_sweep(
     result = SweepResult(folder, key, cells, chosen)
     write_outputs(result, grids)
     if final and chosen is not None:
-        result.final = engine.run(chosen.recipe, output=folder / "final", resume=True).metrics
+        started = main_reads(_processes(), (folder / "final").is_dir)
+        result.final = engine.run(chosen.recipe, output=folder / "final", resume=started).metrics
         write_outputs(result, grids)
     return result
 
@@ -195,7 +235,10 @@ def rows(result: SweepResult) -> list[dict[str, Any]]:
 
 
 def write_outputs(result: SweepResult, grids: list[Grid]) -> None:
-    """sweep.json, sweep.csv, sweep.md and (two grids) heatmap.png, each written atomically."""
+    """sweep.json, sweep.csv, sweep.md and (two grids) heatmap.png, each written atomically (by the main
+    process)."""
+    if not _is_main():
+        return
     table = rows(result)
     _io.write_json(result.folder / "sweep.json", {
         "grids": {g.key: g.values for g in grids}, "metric": result.metric, "cells": table,
@@ -273,6 +316,8 @@ def heatmap(result: SweepResult, grids: list[Grid], path: Path) -> None:
 
 
 def print_sweep(result: SweepResult) -> None:
+    if not _is_main():
+        return
     from rich.console import Console
     from rich.table import Table
 
