@@ -3,16 +3,15 @@ from another folder; a strict editable install imports the real package from a c
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 import tarfile
 import zipfile
 from pathlib import Path
 
 import pytest
+from _install import copy_checkout, isolated_python, pip_install
 
 ROOT = Path(__file__).resolve().parents[1]
 # the cheapest quickstart: timm's 4-block test_resnet at 16 px, one epoch, one AutoLR trial
@@ -23,34 +22,6 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(shutil.which("git") is None or not (ROOT / ".git").exists(), reason="needs a git checkout"),
 ]
-
-
-def copy_checkout(dest: Path) -> Path:
-    """The files a clean clone would have (tracked + new, not ignored): no build/, egg-info or caches."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                            capture_output=True, check=True).stdout.decode().split("\0")
-    for name in filter(None, listed):
-        src = ROOT / name
-        if src.is_file():  # a tracked file deleted in the working tree is not part of it
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / name)
-    return dest
-
-
-def pip_install(source: Path, target: Path, *extra: str) -> None:
-    """Install offline, without dependencies (the venv has them) and without `-e`."""
-    cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", "--no-build-isolation",
-           "--disable-pip-version-check", *extra, str(source)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-
-
-def isolated_python(target: Path) -> tuple[list[str], dict[str, str]]:
-    """A python that sees `target` and the venv's dependencies but not the venv's editable autolr: `-S`
-    skips the .pth files (the editable finder would serve any module the wheel left out)."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(target), sysconfig.get_paths()["purelib"]]),
-           "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    return [sys.executable, "-S"], env
 
 
 def expected_members() -> dict[str, str]:
@@ -92,7 +63,7 @@ def test_wheel_and_sdist_hold_every_module_and_recipe(built):
 def test_installed_wheel_runs_the_quickstart_from_another_folder(built):
     target, elsewhere = built["tmp"] / "site", built["tmp"] / "elsewhere"
     elsewhere.mkdir()
-    pip_install(built["wheel"], target, "--target", str(target))
+    pip_install(built["wheel"], "--target", str(target))
     python, env = isolated_python(target)
     where = subprocess.run([*python, "-c", "import autolr, autolr.data, autolr.adapters.resnet as r, autolr.recipe as q;"
                             "print(autolr.__file__, autolr.data.__file__, r.__file__, q.shipped_recipes()['quickstart'])"],
