@@ -70,6 +70,39 @@ def test_data_info_shows_the_class_disjoint_split_of_a_local_copy(cars_copy, tmp
     assert [c.strip() for c in rows["test"].split("│")[2:4]] == ["8", "2"]
 
 
+def test_a_hub_repository_downloads_only_train_and_test(cars_copy, monkeypatch):
+    """The hub's answers are replayed from the local copy: the card's nine splits, each its parquet files."""
+    import datasets
+    from datasets.data_files import DataFilesDict
+
+    real_load = datasets.load_dataset
+    asked = {}
+    url = "hf://datasets/tanganke/stanford_cars@9abf6cf/data/{}-00000-of-00001.parquet"
+    files = DataFilesDict({s: [url.format(s)] for s in CARS_CARD.splits})
+    builder = type("Builder", (), {"config": type("Config", (), {"data_files": files})})
+
+    def load(path, data_files=None):
+        asked.update(path=path, data_files=data_files)
+        local = {s: [str(cars_copy / "data" / f.rsplit("/", 1)[1]) for f in fs] for s, fs in data_files.items()}
+        return real_load(str(cars_copy), data_files=local)
+
+    monkeypatch.setattr(datasets, "load_dataset_builder", lambda path: builder)
+    monkeypatch.setattr(datasets, "load_dataset", load)
+    bundle = load_data(DataConfig(name="cars196"))
+    assert asked == {"path": "tanganke/stanford_cars", "data_files": {s: [url.format(s)] for s in ("train", "test")}}
+    assert bundle.source == "hub:tanganke/stanford_cars" and _sizes(bundle) == {"train": (8, 2), "test": (8, 2)}
+
+
+def test_a_prepared_local_copy_is_found_again_by_any_spelling_of_its_folder(cars_copy, tmp_path, monkeypatch):
+    from autolr.data.prepare import prepare_dataset
+
+    cache = str(tmp_path / "c")
+    folder = prepare_dataset(DataConfig(name="cars196", hub_id=str(cars_copy), cache_dir=cache), size=8, workers=1)
+    monkeypatch.chdir(cars_copy.parent)
+    bundle = load_data(DataConfig(name="cars196", hub_id=f"./{cars_copy.name}", cache_dir=cache))
+    assert bundle.source == str(folder) and _sizes(bundle) == {"train": (8, 2), "test": (8, 2)}
+
+
 def test_cub_copy_drops_its_bbox_column(tmp_path, monkeypatch):
     monkeypatch.setitem(hub.NUM_CLASSES, "cub200", 4)
     monkeypatch.setitem(protocol.TRAIN_CLASSES, "cub200", 2)
