@@ -160,11 +160,12 @@ def test_a_gated_repository_says_how_to_get_access(monkeypatch):
 # --- a data.root or data.hub_id that the dataset does not read -----------------------------------
 
 
-def test_digits_warns_that_data_root_is_ignored(tmp_path, caplog):
+def test_digits_warns_that_data_root_and_hub_id_are_ignored(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="autolr.data"):
-        load_data(DataConfig(name="digits", root=str(tmp_path)))
-    assert any(f"data.root = {str(tmp_path)!r} is ignored: the digits are built in" in r.getMessage()
-               for r in caplog.records if r.levelno == logging.WARNING)
+        load_data(DataConfig(name="digits", root=str(tmp_path), hub_id="someone/digits"))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(f"data.root = {str(tmp_path)!r} is ignored: the digits are built in" in w for w in warnings)
+    assert any("data.hub_id = 'someone/digits' is ignored" in w for w in warnings)
 
 
 def test_hub_id_beside_data_root_is_a_warning(tmp_path, monkeypatch, caplog):

@@ -124,9 +124,11 @@ def _warn_unused(cfg: DataConfig) -> None:
             if value:
                 log.warning("digits: data.%s = %r is ignored: the digits are built in (scikit-learn's copy);"
                             " remove it, or set data.name to the dataset it holds", key, value)
-    elif cfg.hub_id and (cfg.root or cfg.name == "imagefolder"):
+    elif cfg.hub_id and cfg.root:
         log.warning("%s: data.hub_id = %r is ignored: data.root is set (%r) and is read instead;"
                     " remove one of them", cfg.name, cfg.hub_id, cfg.root)
+    elif cfg.hub_id and cfg.name == "imagefolder":
+        log.warning("imagefolder: data.hub_id = %r is ignored: imagefolder reads only data.root", cfg.hub_id)
 
 
 def check_source(cfg: DataConfig) -> None:
