@@ -42,8 +42,11 @@ def check_model_name(name: str) -> None:
     """`name` (with or without a pretrained tag) is a timm model, else an error with close names."""
     import timm
 
-    base = name.split(".")[0]
+    base, _, tag = name.partition(".")
     if timm.is_model(base):
+        tags = timm.list_pretrained(f"{base}.*")
+        if tag and tags and name not in tags:  # timm itself would fail later: "Invalid pretrained tag"
+            raise AutolrError(f"model.name = {name!r}: {base} has no pretrained tag {tag!r}; tags: {', '.join(tags)}")
         return
     close = difflib.get_close_matches(base, timm.list_models(), n=3)
     hint = f"; did you mean {', '.join(close)}?" if close else " (see timm.list_models())"

@@ -114,3 +114,48 @@ def test_output_that_is_a_file_or_not_a_run(tmp_path, capsys):
     (other / "notes.txt").write_text("x")
     assert main(["run", "quickstart", "--output", str(other), "--resume", *sets(*TINY)]) == 2
     assert "holds no autolr run" in capsys.readouterr().err
+
+
+VALIDATE_TINY = ["model.name=test_resnet"]  # 4 blocks, built on the meta device: no weights, no images
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["model.name=resnet5O"], "model.name = 'resnet5O' is not a timm model; did you mean resnet50"),
+        (["model.name=test_resnet.bogus"], "test_resnet has no pretrained tag 'bogus'; tags: test_resnet.r160_in1k"),
+        (["model.drop_top=4"], "model.drop_top = 4 is impossible for test_resnet with 4 blocks"),
+        (["model.drop_top=3"], "train.schedule = 'autolr' needs at least 2 blocks; test_resnet has 1"),
+        (["prune.mode='search'", "prune.max_depth=3"], "prune.max_depth = 3: test_resnet has 4 blocks"),
+        (["model.checkpoint='/no/such/weights.safetensors'"], "model.checkpoint = '/no/such/weights.safetensors': no such file"),
+        (["data.name='cub200'", "data.root='/no/such/CUB_200_2011'"], "/no/such/CUB_200_2011"),
+    ],
+)
+def test_validate_runs_the_checks_run_makes_before_training(capsys, overrides, message):
+    """Each pre-training check of `autolr run` fails `autolr validate` too: exit 2, one line, the fix."""
+    assert main(["validate", "quickstart", *sets(*VALIDATE_TINY, *overrides)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in " ".join(err.split()) and "Traceback" not in err
+    assert err.startswith("error:") and err.count("error:") == 1
+
+
+def test_validate_passes_what_run_accepts_and_no_data_skips_the_data(capsys):
+    assert main(["validate", "quickstart", *sets(*VALIDATE_TINY, "model.drop_top=2", "model.name=test_resnet.r160_in1k")]) == 0
+    assert main(["validate", "quickstart", "--no-data", *sets("data.name='cub200'", "data.root='/no/such/CUB'")]) == 0
+    assert main(["validate", "search_cub", "--no-data"]) == 0  # pretrained = true: no weights fetched (offline)
+    assert capsys.readouterr().out.count(": ok") == 3
+
+
+def test_validate_names_a_broken_entry_point(monkeypatch, capsys):
+    """A third-party adapter package that fails to import is one error naming its entry point."""
+    from importlib.metadata import EntryPoint
+
+    import autolr.adapters as adapters
+
+    broken = EntryPoint(name="mynet", value="no_such_module_autolr_test", group="autolr.adapters")
+    monkeypatch.setattr(adapters, "entry_points", lambda group: [broken] if group == "autolr.adapters" else [])
+    monkeypatch.setattr(adapters, "_LOADED", False)
+    assert main(["validate", "quickstart", *sets(*VALIDATE_TINY)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "entry point autolr.adapters mynet = 'no_such_module_autolr_test'" in err
+    assert "ModuleNotFoundError" in err and "reinstall" in err
