@@ -207,3 +207,20 @@ def test_check_source_needs_the_index_files_not_the_images(tmp_path):
     (fake.folder / "image_class_labels.txt").unlink()
     with pytest.raises(AutolrError, match="image_class_labels.txt"):
         check_source(DataConfig(name="cub200", root=str(fake.folder)))
+
+
+def test_a_run_trains_on_a_local_cars_copy(cars_copy, tmp_path):
+    """`autolr run ... --set data.hub_id=DIR`: the engine reads the copy's real train + test images only."""
+    import json
+
+    from autolr.cli import main
+
+    out = tmp_path / "run"
+    overrides = ["data.name=cars196", f"data.hub_id={json.dumps(str(cars_copy))}", "model.name=test_resnet",
+                 "data.image_size=16", "data.batch_size=4", "train.epochs=1", "train.schedule=constant",
+                 f"data.cache_dir={json.dumps(str(tmp_path / 'c'))}"]
+    assert main(["run", "quickstart", "--output", str(out), *[a for o in overrides for a in ("--set", o)]]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    log = (out / "run.log").read_text()
+    assert "reading only train and test" in log and "spatter" in log
+    assert metrics["dataset"] == "cars196" and metrics["split"] == "test" and "recall@1" in metrics
