@@ -10,10 +10,19 @@ export HF_HUB_OFFLINE ?= 1
 
 .PHONY: demo test lint clean
 
-$(STAMP): pyproject.toml
+# A strict editable install: a tree of links under build/ is a real sys.path entry, so `import autolr`
+# works from a clone's parent folder too (the default mode's import hook ranks after the folder
+# `./autolr`, an empty namespace package). Links are per file: adding or removing a module needs a
+# reinstall, so the stamp depends on the list of package files, rewritten only when that list changes
+# (editing a file needs nothing).
+FILES := $(VENV)/.autolr-files
+$(shell mkdir -p $(VENV) && find autolr adapters recipes \( -name '*.py' -o -name '*.toml' \) ! -path '*/__pycache__/*' \
+	| LC_ALL=C sort > $(FILES).new && { cmp -s $(FILES).new $(FILES) || mv -f $(FILES).new $(FILES); }; rm -f $(FILES).new)
+
+$(STAMP): pyproject.toml setup.py $(FILES)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet -e ".[dev,demo]"
+	$(BIN)/pip install --quiet -e ".[dev,demo]" --config-settings editable_mode=strict
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -7,9 +7,18 @@ timm, accelerate and datasets load only when something that needs them is used.
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 __version__ = "0.1.0.dev0"
+
+# Imported straight from a source checkout (its root is the current folder or on sys.path): the
+# installed package holds autolr/adapters and autolr/recipes, the checkout has them beside autolr/.
+# Searching the checkout's root too finds them under the same names; an install never needs this.
+_here = Path(__file__).parent  # not resolved: a strict editable install's links sit in a complete tree
+if not (_here / "adapters").is_dir() and (_here.parent / "adapters" / "__init__.py").is_file():
+    __path__.append(str(_here.parent))  # noqa: F821 - a package's __path__ is defined at import
+del _here
 
 _EXPORTS = {
     "run": "autolr.engine",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tarfile
 import zipfile
 from pathlib import Path
@@ -75,3 +76,33 @@ def test_installed_wheel_runs_the_quickstart_from_another_folder(built):
                          cwd=elsewhere, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     assert (elsewhere / "out" / "metrics.json").is_file() and (elsewhere / "out" / "model.safetensors").is_file()
+
+
+def _import_from(folder: Path, site_dir: Path | None) -> subprocess.CompletedProcess:
+    """`import autolr` in `folder`, with only `site_dir`'s install of autolr (its .pth files processed)."""
+    python, env = isolated_python(Path(sysconfig.get_paths()["purelib"]))
+    add_site = f"import site; site.addsitedir({str(site_dir)!r}); " if site_dir else ""
+    code = (add_site + "import autolr, autolr.adapters, autolr.data; from autolr.recipe import shipped_recipes;"
+            " print(autolr.__file__, autolr.adapters.__file__, shipped_recipes()['quickstart'])")
+    return subprocess.run([*python, "-c", code], cwd=folder, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_editable_install_imports_the_package_from_a_clones_parent_folder(tmp_path):
+    """`git clone ... autolr; pip install -e autolr` then `python -c "import autolr"` beside the clone:
+    the default (lenient) editable finder ranks after the folder `./autolr`, an empty namespace
+    package; the Makefile's strict mode puts a real path entry on sys.path, and the package wins."""
+    clone = copy_checkout(tmp_path / "autolr")
+    prefix = {mode: tmp_path / f"prefix-{mode}" for mode in ("lenient", "strict")}
+    for mode, where in prefix.items():
+        pip_install(clone, "--prefix", str(where), "--config-settings", f"editable_mode={mode}", "-e")
+    site_dir = {m: Path(sysconfig.get_path("purelib", vars={"base": str(p), "platbase": str(p)})) for m, p in prefix.items()}
+    lenient = _import_from(tmp_path, site_dir["lenient"])
+    assert lenient.stdout.split()[:1] == ["None"], lenient.stderr  # the bug: a namespace package, no __file__
+    strict = _import_from(tmp_path, site_dir["strict"])
+    assert strict.returncode == 0, strict.stderr
+    package, adapters, recipe = map(Path, strict.stdout.split())
+    assert package.name == "__init__.py" and package.resolve() == (clone / "autolr" / "__init__.py").resolve()
+    assert adapters.resolve() == (clone / "adapters" / "__init__.py").resolve() and recipe.is_file()
+    inside = _import_from(clone, site_dir["strict"])  # from the clone itself: ./autolr is found first
+    assert inside.returncode == 0, inside.stderr
+    assert Path(inside.stdout.split()[1]).resolve() == (clone / "adapters" / "__init__.py").resolve()
