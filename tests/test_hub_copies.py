@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 import pytest
-from _fake_datasets import CARS_CARD, CIFAR10_CARD, CUB_CARD, make_cub, make_hub_copy
+from _fake_datasets import CARS_CARD, CIFAR10_CARD, CIFAR100_CARD, CUB_CARD, make_cub, make_hub_copy
 
 from autolr.data import check_source, hub, load_data, protocol
 from autolr.data._build import labels_of
@@ -113,11 +113,13 @@ def test_cub_copy_drops_its_bbox_column(tmp_path, monkeypatch):
     assert bundle.train.column_names == ["image", "label"] and _sizes(bundle)["test"] == (12, 2)
 
 
-def test_cifar_copy_in_its_config_folder(tmp_path):
-    folder = make_hub_copy(tmp_path / "hub", CIFAR10_CARD, classes=3, per_class=2)
-    bundle = load_data(DataConfig(name="cifar10", hub_id=str(folder), strict_counts=False))
+@pytest.mark.parametrize("card", [CIFAR10_CARD, CIFAR100_CARD], ids=["cifar10", "cifar100"])
+def test_cifar_copy_in_its_config_folder(card, tmp_path):
+    """plain_text/ and cifar100/ hold the files; CIFAR-100's class is fine_label (100), not coarse_label (20)."""
+    folder = make_hub_copy(tmp_path / "hub", card, classes=3, per_class=2)
+    bundle = load_data(DataConfig(name=card.repo.split("/")[1], hub_id=str(folder), strict_counts=False))
     assert _sizes(bundle) == {"train": (6, 3), "test": (6, 3)} and bundle.task == "classification"
-    assert bundle.test[0]["image"].mode == "RGB"
+    assert bundle.test[0]["image"].mode == "RGB" and bundle.train.column_names == ["image", "label"]
 
 
 def test_a_copy_without_the_splits_is_refused(tmp_path):
