@@ -25,9 +25,13 @@ def copy_checkout(dest: Path) -> Path:
 
 
 def pip_install(source: Path, *extra: str) -> None:
-    """Install offline, without dependencies (the venv has them) and without `-e`."""
+    """Install offline and without dependencies (the venv has them) into the `--target`/`--prefix` in `extra`.
+
+    `--ignore-installed` always: with `--prefix`, pip would otherwise first uninstall the autolr that the
+    test's own venv runs on.
+    """
     cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", "--no-build-isolation",
-           "--disable-pip-version-check", *extra, str(source)]
+           "--ignore-installed", "--disable-pip-version-check", *extra, str(source)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
