@@ -58,7 +58,16 @@ def test_wheel_and_sdist_hold_every_module_and_recipe(built):
     assert not any(name.startswith(("adapters/", "recipes/")) for name in wheel)  # never a top-level `adapters`
     with tarfile.open(built["sdist"]) as tar:
         sdist = {name.split("/", 1)[1] for name in tar.getnames() if "/" in name}
+        safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}  # Python >= 3.10.12 / 3.11.4
+        tar.extractall(built["tmp"] / "from-sdist", **safe)
     assert sorted(set(expected) - sdist) == []
+    # the sdist is complete enough to build the same wheel (setup.py, README and recipes travel with it)
+    unpacked = next((built["tmp"] / "from-sdist").iterdir())
+    again = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-index", "--no-build-isolation",
+                            "-w", str(built["tmp"] / "dist2"), str(unpacked)], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    rebuilt = set(zipfile.ZipFile(next((built["tmp"] / "dist2").glob("*.whl"))).namelist())
+    assert {n for n in rebuilt if "dist-info" not in n} == {n for n in wheel if "dist-info" not in n}
 
 
 def test_installed_wheel_runs_the_quickstart_from_another_folder(built):
