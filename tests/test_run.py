@@ -110,3 +110,19 @@ def test_ctrl_c_exits_130_and_says_how_to_resume(tmp_path, monkeypatch, capsys):
     assert main(["run", "quickstart", "--output", str(out), *args]) == 130
     assert "interrupted" in capsys.readouterr().err
     assert f"--resume --output {out}" in (out / "run.log").read_text()
+
+
+def test_resume_with_more_epochs_extends_a_finished_run(tmp_path):
+    out = tmp_path / "run"
+    args = sets([*TINY, "train.epochs=1", "eval.flip=false", "autolr.max_trials=1"])
+    assert main(["run", "quickstart", "--output", str(out), *args]) == 0
+    first = json.loads((out / "metrics.json").read_text())
+    model = (out / "model.safetensors").read_bytes()
+    assert main(["run", "quickstart", "--output", str(out), "--resume", *args, "--set", "train.epochs=2"]) == 0
+    again = json.loads((out / "metrics.json").read_text())
+    assert again["epochs"] == 2 and again["initial"] == first["initial"]
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows if r["kind"] == "epoch"] == [1, 2]
+    assert (out / "model.safetensors").read_bytes() != model  # replaced at the new end
+    assert autolr.load_recipe(out / "recipe.toml").train.epochs == 2
+    assert "resumed from epoch-0001.pt" in (out / "run.log").read_text()
