@@ -2,6 +2,8 @@
 
 Every file is written atomically (temporary file, then rename), so a run killed at any moment leaves
 either the old or the new version of each file, and `--resume` never loads a half-written checkpoint.
+Under several processes only the main process reads or writes the folder (`main_reads` shares what it
+found, `load_shared` a checkpoint), so a run on several nodes needs no shared file system.
 """
 
 from __future__ import annotations
@@ -53,21 +55,27 @@ def main_reads(accelerator, read: Callable[[], T]) -> T:
     return value
 
 
-def check_shared(accelerator, path: Path) -> None:
-    """Every rank must see the file the main process wrote (same size), or all stop with one message."""
+def load_shared(accelerator, path: Path, on_main: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A file the main process wrote, loaded on every rank: from the file wherever a rank sees it (same
+    size), else sent by the main process (several nodes without a shared file system). `on_main`: the
+    main process's copy, when it has one loaded already."""
+    import torch
+
+    def load() -> dict[str, Any]:
+        return on_main if on_main is not None else torch.load(path, map_location="cpu", weights_only=True)
+
     if accelerator.num_processes == 1:
-        return
-    from accelerate.utils import gather_object
+        return load()
+    from accelerate.utils import broadcast_object_list, gather_object
 
     size = main_reads(accelerator, lambda: path.stat().st_size)
     mine = path.stat().st_size if path.is_file() else None
     blind = [rank for rank, seen in enumerate(gather_object([mine])) if seen != size]
-    if blind:
-        raise AutolrError(
-            f"process(es) {', '.join(map(str, blind))} cannot see {path} ({size} bytes, written by the main"
-            " process): running on several nodes needs the run folder on a file system that every node shares"
-            " (set --output to such a folder, or run on one node)"
-        )
+    if not blind:
+        return load()
+    log.info("process(es) %s cannot see %s (no shared file system): the main process sends it",
+             ", ".join(map(str, blind)), path)
+    return broadcast_object_list([load() if accelerator.is_main_process else None])[0]
 
 
 class RunDir:
@@ -189,17 +197,14 @@ class RunDir:
     def restore_checkpoint(self, trainer: Trainer) -> None:
         """Load the newest readable checkpoint, if any, and cut `log.jsonl` back to its epoch.
 
-        The main process picks the file; every other rank loads that same file, after checking that it
-        sees it (on several nodes the run folder must be on a shared file system)."""
-        import torch
-
+        The main process picks the file; every other rank loads that same file, or receives it from the
+        main process where it cannot see it (several nodes without a shared file system)."""
         acc = trainer.accelerator
         name = main_reads(acc, self._newest_checkpoint)
         if name is None:
             return
         path = self.checkpoints / name
-        check_shared(acc, path)
-        state = self._loaded if trainer.is_main else torch.load(path, map_location="cpu", weights_only=True)
+        state = load_shared(acc, path, self._loaded if trainer.is_main else None)
         self._loaded = None
         self._apply(trainer, state)
         if trainer.is_main:

@@ -31,7 +31,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from autolr.errors import AutolrError
-from autolr.rundir import check_shared, main_reads
+from autolr.rundir import load_shared, main_reads
 
 if TYPE_CHECKING:
     from autolr.engine import Trainer
@@ -346,9 +346,7 @@ def _rewind(run: _Run) -> None:
     import torch
 
     trainer = run.trainer
-    check_shared(trainer.accelerator, trainer.rundir.checkpoints / REWIND_FILE)
-    saved = torch.load(trainer.rundir.checkpoints / REWIND_FILE, map_location=trainer.accelerator.device,
-                       weights_only=True)
+    saved = load_shared(trainer.accelerator, trainer.rundir.checkpoints / REWIND_FILE)
     with torch.no_grad():
         for key, value in trainer.model.state_dict().items():
             if key in saved:

@@ -12,7 +12,8 @@ import autolr
 from autolr import _io
 from autolr.engine import per_process_batch
 from autolr.errors import AutolrError
-from autolr.rundir import RunDir, check_resumable, check_shared, main_reads
+from autolr import rundir as rundir_module
+from autolr.rundir import RunDir, check_resumable, load_shared, main_reads
 
 TINY = ["model.name=test_resnet", "model.pretrained=false", "data.image_size=16", "train.epochs=2"]
 
@@ -131,14 +132,17 @@ def test_only_the_main_process_reads_and_its_errors_reach_every_rank(monkeypatch
         main_reads(_Rank(main=False), never)
 
 
-def test_a_rank_that_cannot_see_the_checkpoint_asks_for_a_shared_file_system(tmp_path, monkeypatch):
+def test_a_rank_that_cannot_see_the_checkpoint_receives_it_from_the_main_process(tmp_path, monkeypatch):
     ckpt = tmp_path / "epoch-0001.pt"
-    ckpt.write_bytes(b"x" * 10)
-    _collectives(monkeypatch, lambda box: [("ok", 10)], [10, 10])
-    check_shared(_Rank(main=True), ckpt)  # everyone sees it
-    _collectives(monkeypatch, lambda box: [("ok", 10)], [10, None])
-    with pytest.raises(AutolrError, match=r"process\(es\) 1 cannot see .*epoch-0001.pt \(10 bytes.*shares"):
-        check_shared(_Rank(main=True), ckpt)
+    torch.save({"w": torch.ones(2)}, ckpt)
+    size = ckpt.stat().st_size
+    _collectives(monkeypatch, lambda box: [("ok", size)], [size, size])
+    assert torch.equal(load_shared(_Rank(main=False), ckpt)["w"], torch.ones(2))  # a shared folder: read it
+    sent = {"w": torch.full((2,), 3.0)}
+    monkeypatch.setattr(rundir_module, "main_reads", lambda acc, read: size)  # the size the main process saw
+    _collectives(monkeypatch, lambda box: [sent], [size, None])  # then its copy of the file
+    ckpt.unlink()  # this rank is on another node: the file is not here
+    assert load_shared(_Rank(main=False), ckpt) is sent
 
 
 def test_resume_state_is_new_in_an_empty_folder(tmp_path):
