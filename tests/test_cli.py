@@ -159,3 +159,26 @@ def test_validate_names_a_broken_entry_point(monkeypatch, capsys):
     err = " ".join(capsys.readouterr().err.split())
     assert "entry point autolr.adapters mynet = 'no_such_module_autolr_test'" in err
     assert "ModuleNotFoundError" in err and "reinstall" in err
+
+
+def test_load_plugins_loads_entry_points_once_and_retries_a_failure(monkeypatch):
+    from importlib.metadata import EntryPoint
+
+    import autolr.adapters as adapters
+
+    from autolr.errors import AutolrError
+
+    calls = []
+    good = EntryPoint(name="ok", value="json", group="autolr.adapters")  # any importable module
+    monkeypatch.setattr(adapters, "entry_points", lambda group: calls.append(group) or [good])
+    monkeypatch.setattr(adapters, "_LOADED", False)
+    adapters.load_plugins()
+    adapters.load_plugins()
+    assert calls == ["autolr.adapters"] and adapters._load_all is adapters.load_plugins
+    broken = EntryPoint(name="bad", value="no_such_module_autolr_test", group="autolr.adapters")
+    monkeypatch.setattr(adapters, "entry_points", lambda group: calls.append(group) or [broken])
+    monkeypatch.setattr(adapters, "_LOADED", False)
+    for _ in range(2):  # not marked loaded after a failure: the second call fails the same way
+        with pytest.raises(AutolrError, match="entry point autolr.adapters bad"):
+            adapters.load_plugins()
+    assert len(calls) == 3
