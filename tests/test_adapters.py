@@ -220,3 +220,17 @@ def test_cli_show_json_and_table(capsys):
     assert "(valid: 0..15)" in capsys.readouterr().err
     assert main(["adapters", "show", "resnet5O"]) == 2
     assert "did you mean" in capsys.readouterr().err
+
+
+def test_a_name_with_its_pretrained_tag_has_its_architectures_adapter(capsys):
+    """The paper recipes name resnet50.tv_in1k: the tag picks weights, never another block map."""
+    from autolr.adapters import get_adapter
+
+    assert get_adapter("resnet50.tv_in1k").family == get_adapter("resnet50").family == "resnet"
+    assert main(["adapters", "show", "test_resnet.r160_in1k", "--prune", "1", "--json"]) == 0
+    tagged = json.loads(capsys.readouterr().out)
+    assert main(["adapters", "show", "test_resnet", "--prune", "1", "--json"]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert tagged["model"] == "test_resnet.r160_in1k" and {**tagged, "model": "test_resnet"} == plain
+    assert main(["adapters", "show", "resnet50.tv_in1kk"]) == 2
+    assert "its tags are" in capsys.readouterr().err

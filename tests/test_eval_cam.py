@@ -14,8 +14,8 @@ from autolr.cam import default_blocks, grad_cam
 from autolr.cli import main
 from autolr.model import RetrievalNet
 
-TINY = [
-    "model.name=test_resnet", "data.image_size=16", "data.workers=0", "data.batch_size=64", "eval.batch_size=512",
+TINY = [  # a name with its pretrained tag, as the paper recipes give theirs (resnet50.tv_in1k)
+    "model.name=test_resnet.r160_in1k", "data.image_size=16", "data.workers=0", "data.batch_size=64", "eval.batch_size=512",
     "train.epochs=1", "train.schedule='constant'", "train.lr=0.01", "eval.recall_at=[1,2]",
 ]
 
@@ -58,6 +58,7 @@ def test_eval_reproduces_the_runs_metrics_and_writes_them(run_dir):
     for key in ("recall@1", "recall@2", "map@r"):
         assert result[key] == pytest.approx(saved[key], abs=1e-4)
     assert result["flip"] is True and result["split"] == "test" and result["recall_at"] == [1, 2]
+    assert result["model"] == "test_resnet.r160_in1k"
     assert json.loads((run_dir / "eval-digits.json").read_text()) == result
 
 
