@@ -7,7 +7,6 @@ are never downloaded and the dataset is only looked for, never read.
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,53 +23,41 @@ MIN_AUTOLR_BLOCKS = 2  # AutoLR sorts blocks by their weight variation: one bloc
 def check(recipe: Recipe, *, data: bool = True) -> None:
     """Raise AutolrError for the first problem `autolr run` would meet before training.
 
-    Checks, in order: third-party adapters import (entry points), `model.name` is a timm model,
-    `model.checkpoint` exists, `model.drop_top` / `prune.max_depth` fit the model's block count, and
+    Checks, in order: third-party adapters import (entry points), `model.checkpoint` exists,
+    `model.name` is a timm model (and its tag a pretrained tag) that can be built for `data.image_size`,
+    `model.drop_top` / `prune.max_depth` fit the model's block count, and
     (unless `data=False`, for a recipe meant for another machine) the dataset's source is present.
     """
     from autolr.adapters import load_plugins
 
     load_plugins()
-    check_model_name(recipe.model.name)
     _check_checkpoint(recipe.model.checkpoint)
-    _check_depths(recipe, num_blocks(recipe.model.name))
+    _check_depths(recipe, num_blocks(recipe.model.name, recipe.data.image_size))
     if data:
         _check_data(recipe)
 
 
-def check_model_name(name: str) -> None:
-    """`name` (with or without a pretrained tag) is a timm model, else an error with close names."""
-    import timm
-
-    base, _, tag = name.partition(".")
-    if timm.is_model(base):
-        tags = timm.list_pretrained(f"{base}.*")
-        if tag and tags and name not in tags:  # timm itself would fail later: "Invalid pretrained tag"
-            raise AutolrError(f"model.name = {name!r}: {base} has no pretrained tag {tag!r}; tags: {', '.join(tags)}")
-        return
-    close = difflib.get_close_matches(base, timm.list_models(), n=3)
-    hint = f"; did you mean {', '.join(close)}?" if close else " (see timm.list_models())"
-    raise AutolrError(f"model.name = {name!r} is not a timm model{hint}")
-
-
-def num_blocks(name: str) -> int:
+def num_blocks(name: str, image_size: int | str = "auto") -> int:
     """How many blocks the model's adapter sees, on a network built without weights."""
     from autolr.adapters import get_adapter
 
-    return len(get_adapter(name).block_map(_skeleton(name)).blocks)
+    return len(get_adapter(name).block_map(_skeleton(name, image_size)).blocks)
 
 
-def _skeleton(name: str) -> nn.Module:
-    """The architecture without weights: on the meta device (instant), on the CPU where init needs data."""
-    import timm
+def _skeleton(name: str, image_size: int | str) -> nn.Module:
+    """The architecture as the run builds it (name, tag, fixed input size), without weights: on the meta
+    device (instant); on the CPU where that fails, so that an error is the run's own."""
     import torch
 
-    base = name.split(".")[0]
+    from autolr.recipe import ModelConfig
+    from autolr.weights import create_timm_model
+
+    cfg = ModelConfig(name=name, pretrained=False)
     try:
         with torch.device("meta"):
-            return timm.create_model(base, pretrained=False, num_classes=0)
-    except Exception:  # an init that reads tensor values (e.g. a custom model's): build it for real
-        return timm.create_model(base, pretrained=False, num_classes=0)
+            return create_timm_model(cfg, image_size)
+    except Exception:  # an init or shape probe that reads tensor values: build it for real
+        return create_timm_model(cfg, image_size)
 
 
 def _check_checkpoint(checkpoint: str) -> None:

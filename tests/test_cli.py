@@ -123,7 +123,8 @@ VALIDATE_TINY = ["model.name=test_resnet"]  # 4 blocks, built on the meta device
     ("overrides", "message"),
     [
         (["model.name=resnet5O"], "model.name = 'resnet5O' is not a timm model; did you mean resnet50"),
-        (["model.name=test_resnet.bogus"], "test_resnet has no pretrained tag 'bogus'; tags: test_resnet.r160_in1k"),
+        (["model.name=test_resnet.bogus"], "test_resnet has no pretrained tag 'bogus'; its tags are r160_in1k"),
+        (["model.name=levit_128s", "data.image_size=40"], "data.image_size = 40: levit_128s takes 224 px images only"),
         (["model.drop_top=4"], "model.drop_top = 4 is impossible for test_resnet with 4 blocks"),
         (["model.drop_top=3"], "train.schedule = 'autolr' needs at least 2 blocks; test_resnet has 1"),
         (["prune.mode='search'", "prune.max_depth=3"], "prune.max_depth = 3: test_resnet has 4 blocks"),
