@@ -112,8 +112,12 @@ def _from_hub(name: str, kwargs: dict[str, Any]) -> nn.Module:
     offline mode); timm loads the file, and its keys are then compared with the model's."""
     import timm
 
-    repo, revision, filenames = _hub_source(name)
-    path = _cached_weights(repo, revision, filenames) or _download(name, repo, revision, filenames)
+    url = getattr(timm.models.get_pretrained_cfg(name), "url", None)
+    if not getattr(timm.models.get_pretrained_cfg(name), "hf_hub_id", None) and url:
+        repo, path = url, _from_url(name, url)  # a few old timm weights (gcvit, legacy_se*) are not on the hub
+    else:
+        repo, revision, filenames = _hub_source(name)
+        path = _cached_weights(repo, revision, filenames) or _download(name, repo, revision, filenames)
     try:
         model = timm.create_model(name, pretrained=True, num_classes=0, pretrained_cfg_overlay={"file": path}, **kwargs)
     except (RuntimeError, ValueError, OSError) as e:
@@ -136,6 +140,28 @@ def _hub_source(name: str) -> tuple[str, str | None, list[str]]:
     wanted = getattr(cfg, "hf_hub_filename", None) or "pytorch_model.bin"
     safe = wanted.rsplit(".", 1)[0] + ".safetensors"  # timm prefers the safetensors twin too
     return repo, revision or None, list(dict.fromkeys([safe, "model.safetensors", wanted]))
+
+
+def _from_url(name: str, url: str) -> str:
+    """timm's URL-only weights, in torch hub's cache as timm keeps them (downloaded atomically by torch)."""
+    from urllib.parse import urlparse
+
+    import torch
+    from huggingface_hub import constants
+
+    file = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
+    if file.is_file():
+        return str(file)
+    if constants.is_offline_mode():
+        raise AutolrError(f"model.pretrained = true needs {name}'s weights from {url} (offline: HF_HUB_OFFLINE is"
+                          f" set): download them to {file}, or set model.checkpoint to a local file")
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(url, str(file), progress=False)
+    except Exception as e:  # noqa: BLE001 - any network error
+        raise AutolrError(f"could not download {name}'s pretrained weights from {url} ({type(e).__name__}: {str(e)[:120]});"
+                          f" put the file at {file}, or set model.checkpoint to a local file") from None
+    return str(file)
 
 
 def _cached_weights(repo: str, revision: str | None, filenames: list[str]) -> str | None:

@@ -303,3 +303,18 @@ def test_a_size_a_fixed_size_model_cannot_take_is_a_recipe_error(size):
     name = "test_vit" if size == 8 else "test_maxvit"  # 8 px: below one patch; 40 px: maxvit's windows
     with pytest.raises(AutolrError, match=rf"data.image_size = {size}: {name} takes 160 px images only.*data.image_size = 160"):
         create_backbone(ModelConfig(name=name, pretrained=False), image_size=size)
+
+
+def test_url_only_weights_come_from_torch_hubs_cache(tmp_path, monkeypatch):
+    """A few timm weights (gcvit, legacy_se*) have a URL and no hub copy: torch hub's cache serves them."""
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    name = "legacy_seresnet18.in1k"
+    url = timm.models.get_pretrained_cfg(name).url
+    with pytest.raises(AutolrError, match=r"offline: HF_HUB_OFFLINE is set\): download them to .*seresnet18-4bb0ce65.pth"):
+        create_backbone(ModelConfig(name=name, pretrained=True))
+    torch.manual_seed(7)
+    source = timm.create_model(name, pretrained=False, num_classes=1000)
+    (tmp_path / "checkpoints").mkdir()
+    torch.save(source.state_dict(), tmp_path / "checkpoints" / url.rsplit("/", 1)[1])
+    loaded = create_backbone(ModelConfig(name=name, pretrained=True))
+    torch.testing.assert_close(loaded.layer4[1].conv2.weight, source.layer4[1].conv2.weight)
