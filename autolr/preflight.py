@@ -34,7 +34,9 @@ def check(recipe: Recipe, *, data: bool = True) -> None:
     _check_checkpoint(recipe.model.checkpoint)
     _check_depths(recipe, num_blocks(recipe.model.name, recipe.data.image_size))
     if data:
-        _check_data(recipe)
+        from autolr.data import check_source
+
+        check_source(recipe.data)  # list files only, never an image; a hub id is not looked up
 
 
 def num_blocks(name: str, image_size: int | str = "auto") -> int:
@@ -84,10 +86,3 @@ def _check_depths(recipe: Recipe, blocks: int) -> None:
             f"train.schedule = 'autolr' needs at least 2 blocks; {name} has {kept} after model.drop_top ="
             f" {recipe.model.drop_top}: lower drop_top or pick another schedule")
 
-
-def _check_data(recipe: Recipe) -> None:
-    import autolr.data
-
-    check_source = getattr(autolr.data, "check_source", None)  # the data package's own cheap look-up
-    if check_source is not None:
-        check_source(recipe.data)
