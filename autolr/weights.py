@@ -1,8 +1,10 @@
 """Creating timm backbones and loading their weights: the hub, a local file, or a previous run folder.
 
 timm loads weights non-strictly when the classifier size differs and leaves a missing backbone tensor
-at random init without a word, so keys are compared here: missing or unexpected backbone keys are an
-error naming them; a classifier is dropped and said.
+at random init without a word, so keys are compared here, for hub weights and local checkpoints alike:
+missing (or, for a checkpoint, unexpected) backbone keys are an error naming them; a classifier is
+dropped and said. The hub is reached through huggingface_hub only (its cache, endpoint, proxies and
+offline flag). State dicts lose torch.compile's and DDP's key prefixes wherever they are read.
 """
 
 from __future__ import annotations
@@ -39,8 +41,8 @@ def create_timm_model(cfg: ModelConfig, image_size: int | str = "auto") -> nn.Mo
             model = _from_hub(cfg.name, kwargs)
         else:
             model = timm.create_model(cfg.name, pretrained=False, num_classes=0, **kwargs)
-    except (TypeError, AssertionError) as e:
-        if not kwargs:
+    except (TypeError, AssertionError, RuntimeError, ValueError) as e:
+        if not kwargs:  # only a size change makes these the recipe's fault
             raise
         raise _size_error(base, timm.models.get_pretrained_cfg(cfg.name), kwargs["img_size"], e) from None
     if kwargs:
@@ -121,6 +123,8 @@ def _from_hub(name: str, kwargs: dict[str, Any]) -> nn.Module:
     try:
         model = timm.create_model(name, pretrained=True, num_classes=0, pretrained_cfg_overlay={"file": path}, **kwargs)
     except (RuntimeError, ValueError, OSError) as e:
+        if kwargs and not isinstance(e, OSError):
+            raise  # position embeddings that cannot be resampled to img_size: a size error, said by the caller
         raise AutolrError(f"model.pretrained = true: {name}'s weights in {path} do not load ({type(e).__name__}:"
                           f" {str(e)[:200]}); delete that file to download it again, or set model.checkpoint") from None
     check_hub_keys(model, path, repo)
