@@ -318,3 +318,23 @@ def test_url_only_weights_come_from_torch_hubs_cache(tmp_path, monkeypatch):
     torch.save(source.state_dict(), tmp_path / "checkpoints" / url.rsplit("/", 1)[1])
     loaded = create_backbone(ModelConfig(name=name, pretrained=True))
     torch.testing.assert_close(loaded.layer4[1].conv2.weight, source.layer4[1].conv2.weight)
+
+
+@pytest.mark.parametrize(("error", "message"), [
+    ("GatedRepoError", r"timm/test_resnet\.r160_in1k is a gated repository: .*`hf auth login`"),
+    ("RepositoryNotFoundError", r"timm/test_resnet\.r160_in1k is not on https?://\S+ \(or needs a login"),
+])
+def test_a_gated_or_missing_repository_has_its_own_message(hub_cache, monkeypatch, error, message):
+    import huggingface_hub
+    from huggingface_hub import errors
+
+    def head(url, **kw):  # what the hub answers; built without an HTTP response object
+        cls = getattr(errors, error)
+        exc = cls.__new__(cls)
+        Exception.__init__(exc, "refused")
+        raise exc
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", head)
+    with pytest.raises(AutolrError, match=message):
+        create_backbone(ModelConfig(name="test_resnet", pretrained=True))
