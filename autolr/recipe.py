@@ -38,6 +38,7 @@ class ModelConfig(_Section):
     drop_top: int = Field(0, ge=0)  # blocks removed from the top
     channels_last: bool | Auto = "auto"  # auto: on for conv nets on a GPU
     compile: bool = False  # torch.compile the model (the first compile is slow)
+    embedding_dim: int = Field(0, ge=0)  # 0: the pooled backbone features (the paper); N: a Linear(d, N) embedding layer
 
 
 class PruneConfig(_Section):
@@ -114,6 +115,11 @@ class TrainConfig(_Section):
     momentum: float = Field(0.9, ge=0, lt=1)
     nesterov: bool = True
     weight_decay: float = Field(5e-4, ge=0)
+    optimizer: str = "sgd"  # or any timm optimizer name (adamw, lamb, lion, adan, ...: timm.optim.list_optimizers())
+    betas: list[float] | Auto = "auto"  # the optimizer's betas, where it has them (auto: its own defaults)
+    eps: float | Auto = "auto"  # the optimizer's eps, where it has one (auto: its own default)
+    weight_decay_1d: bool = True  # norms and biases decay too (the paper); false: timm's convention for AdamW
+    loss: str = "cross_entropy"  # the reference head's; or a pytorch-metric-learning loss, set up in [loss]
     schedule: Literal["constant", "step", "multistep", "cyclic", "sgdr", "cosine", "layer_decay", "autolr"] = "constant"
     milestones: list[int] = [40]  # step/multistep/autolr: epochs after which every LR is multiplied by gamma
     gamma: float = Field(0.2, gt=0)
@@ -122,6 +128,7 @@ class TrainConfig(_Section):
     restarts: int = Field(2, ge=0)  # sgdr: warm restarts over the run
     warmup_epochs: int = Field(0, ge=0)  # linear warmup (cosine)
     layer_decay: float = Field(0.75, gt=0, le=1)  # layer_decay: LR scale = decay ** (depth from the top)
+    layer_decay_always: bool = False  # true: layer_decay scales the LRs under any schedule but autolr (cosine...)
     seed: int = 0
     precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: what accelerate launch says
     grad_accum: int = Field(1, ge=1)  # batches per optimizer step
@@ -148,6 +155,45 @@ class AutolrConfig(_Section):
     reset_momentum: bool = True  # clear momentum buffers at every trial and epoch (reference code)
     stem_scale: float = Field(0.5, ge=0)  # stem LR = stem_scale x block 1's LR (reference code)
     hold_head: bool = True  # the head keeps train.head_lr (reference code)
+
+
+class LossConfig(_Section):
+    """Arguments of the pytorch-metric-learning loss that train.loss names; "auto" is its paper's value
+    (the table below; sources in autolr/train/losses.py). A key the chosen loss does not take is an error."""
+
+    margin: float | Auto = "auto"  # proxy_anchor 0.1; arcface 28.6 (degrees: 0.5 rad); triplet_margin 0.2
+    alpha: float | Auto = "auto"  # proxy_anchor 32; multi_similarity 2
+    beta: float | Auto = "auto"  # multi_similarity 50
+    base: float | Auto = "auto"  # multi_similarity's lambda: 1 (the paper; its released code and PML: 0.5)
+    scale: float | Auto = "auto"  # arcface 64
+    temperature: float | Auto = "auto"  # normalized_softmax 0.05
+    pos_margin: float | Auto = "auto"  # contrastive 0
+    neg_margin: float | Auto = "auto"  # contrastive 1
+    # -- pair losses: the miner that picks a batch's pairs or triplets (auto: the loss's paper's)
+    miner: Literal["auto", "none", "multi_similarity", "triplet_margin", "batch_hard"] = "auto"
+    epsilon: float | Auto = "auto"  # multi_similarity miner 0.1
+    miner_margin: float | Auto = "auto"  # triplet_margin miner; auto: loss.margin
+    triplets: Literal["auto", "semihard", "hard", "easy", "all"] = "auto"  # triplet_margin miner; auto: semihard
+
+
+# train.loss -> its [loss] keys with their papers' values. Proxy losses learn one vector per class; pair
+# losses compare the images of a batch and need class-balanced batches (data.samples_per_class).
+PROXY_LOSSES: dict[str, dict[str, float]] = {
+    "proxy_anchor": {"margin": 0.1, "alpha": 32.0},
+    "normalized_softmax": {"temperature": 0.05},
+    "arcface": {"margin": 28.6, "scale": 64.0},
+}
+PAIR_LOSSES: dict[str, dict[str, float]] = {
+    "multi_similarity": {"alpha": 2.0, "beta": 50.0, "base": 1.0},
+    "contrastive": {"pos_margin": 0.0, "neg_margin": 1.0},
+    "triplet_margin": {"margin": 0.2},
+}
+PAPER_MINERS = {"multi_similarity": "multi_similarity", "contrastive": "none", "triplet_margin": "triplet_margin"}
+MINER_DEFAULTS: dict[str, dict[str, float | str | None]] = {  # None: the loss's margin
+    "none": {}, "multi_similarity": {"epsilon": 0.1}, "triplet_margin": {"miner_margin": None, "triplets": "semihard"},
+    "batch_hard": {},
+}
+LOSSES = ("cross_entropy", *PROXY_LOSSES, *PAIR_LOSSES)
 
 
 class EvalConfig(_Section):
@@ -186,6 +232,7 @@ class Recipe(_Section):
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
     autolr: AutolrConfig = AutolrConfig()
+    loss: LossConfig = LossConfig()
     eval: EvalConfig = EvalConfig()
     output: OutputConfig = OutputConfig()
 
@@ -260,7 +307,7 @@ def parse_recipe(data: dict[str, Any], source: str = "recipe") -> Recipe:
     """Validate a recipe given as nested dicts; errors name the key path and the fix."""
     _check_keys(data)
     try:
-        return Recipe.model_validate(data)
+        recipe = Recipe.model_validate(data)
     except ValidationError as e:
         errors = e.errors()
         loc = errors[0]["loc"][:2]  # section.key; a union type adds its member names after that
@@ -272,6 +319,76 @@ def parse_recipe(data: dict[str, Any], source: str = "recipe") -> Recipe:
         if len(loc) == 1:  # a rule across keys of one section
             raise AutolrError(f"{source}: [{loc[0]}] {reason.removeprefix('value error, ')}") from None
         raise AutolrError(f"{source}: bad value for {key}: {value!r} ({reason})") from None
+    _check_training(recipe, source)
+    return recipe
+
+
+def _check_training(recipe: Recipe, source: str) -> None:
+    """The optimizer and the loss: names, the arguments they take, the batches a pair loss needs."""
+    t = recipe.train
+    _check_optimizer(t, source)
+    if t.loss not in LOSSES:
+        hint = _closest(t.loss, list(LOSSES))
+        raise AutolrError(f"{source}: train.loss = {t.loss!r} is not a loss" + (f"; did you mean {hint!r}?" if hint else "")
+                          + f" (one of {', '.join(LOSSES)})")
+    takes = loss_keys(t.loss, recipe.loss.miner)
+    given = [k for k, v in recipe.loss.model_dump().items() if v != "auto" and k not in takes]
+    if given:
+        what = f"it takes {', '.join(takes)}" if takes else "it takes none: set train.loss to a metric loss"
+        raise AutolrError(f"{source}: loss.{given[0]} = {getattr(recipe.loss, given[0])!r} is not an argument of"
+                          f" train.loss = {t.loss!r} ({what})")
+    m, batch = recipe.data.samples_per_class, recipe.data.batch_size
+    if t.loss in PAIR_LOSSES and m < 2:
+        raise AutolrError(f"{source}: train.loss = {t.loss!r} compares the images of a batch, which needs several"
+                          f" images per class in it: set data.samples_per_class (e.g. 4; now {m})")
+    if t.loss in PAIR_LOSSES and batch < 2 * m:
+        raise AutolrError(f"{source}: train.loss = {t.loss!r} needs 2 classes or more per batch: data.batch_size ="
+                          f" {batch} holds one class of data.samples_per_class = {m}; raise it to {2 * m} or more")
+    if t.loss != "cross_entropy" and recipe.prune.mode == "search" and recipe.prune.estimator == "heads":
+        raise AutolrError(f"{source}: prune.estimator = 'heads' trains a cross-entropy head at every cut; with"
+                          f" train.loss = {t.loss!r} use prune.estimator = 'full'")
+
+
+def loss_keys(name: str, miner: str = "auto") -> list[str]:
+    """The [loss] keys that train.loss = `name` reads: its own, and for a pair loss its miner's."""
+    if name in PROXY_LOSSES:
+        return list(PROXY_LOSSES[name])
+    if name in PAIR_LOSSES:
+        return [*PAIR_LOSSES[name], "miner", *MINER_DEFAULTS[PAPER_MINERS[name] if miner == "auto" else miner]]
+    return []
+
+
+def _check_optimizer(t: TrainConfig, source: str) -> None:
+    """train.optimizer is one timm builds (did-you-mean otherwise); betas and eps only where it has them."""
+    if t.optimizer == "sgd":  # the default: no timm import (4 s) just to validate a recipe
+        has_betas, num_betas, has_eps = False, 0, False
+    else:
+        info = _timm_optimizer(t.optimizer, source)
+        has_betas, num_betas, has_eps = info.has_betas, info.num_betas, info.has_eps
+    if t.betas != "auto" and not has_betas:
+        raise AutolrError(f"{source}: train.betas is set, but train.optimizer = {t.optimizer!r} has no betas: remove it")
+    if t.betas != "auto" and (len(t.betas) != num_betas or not all(0 <= b < 1 for b in t.betas)):
+        raise AutolrError(f"{source}: train.betas = {t.betas}: {t.optimizer} takes {num_betas} betas, each in [0, 1)")
+    if t.eps != "auto" and not has_eps:
+        raise AutolrError(f"{source}: train.eps is set, but train.optimizer = {t.optimizer!r} has no eps: remove it")
+    if t.eps != "auto" and t.eps <= 0:
+        raise AutolrError(f"{source}: train.eps = {t.eps} must be positive")
+
+
+def _timm_optimizer(name: str, source: str):
+    from timm.optim import get_optimizer_info, list_optimizers
+
+    base = name.lower().removeprefix("lookahead_")  # timm wraps any optimizer in Lookahead this way
+    known = list_optimizers()
+    if base not in known:
+        hint = _closest(base, known)
+        raise AutolrError(f"{source}: train.optimizer = {name!r} is not a timm optimizer"
+                          + (f"; did you mean {hint!r}?" if hint else "") + " (see timm.optim.list_optimizers())")
+    info = get_optimizer_info(base)
+    if info.second_order:
+        raise AutolrError(f"{source}: train.optimizer = {name!r} needs second-order gradients (backward with"
+                          " create_graph), which autolr's loop does not compute: pick another optimizer")
+    return info
 
 
 def _reason(err: dict) -> str:
