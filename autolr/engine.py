@@ -12,6 +12,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -323,6 +324,8 @@ def setup(
     from autolr.data.loader import make_loader
     from autolr.data.transforms import build_transforms, test_resize
     from autolr.model import RetrievalNet, create_backbone, param_groups
+    from autolr.train.optim import build_optimizer
+    from autolr.train.optim import describe as describe_optimizer
 
     torch.manual_seed(recipe.train.seed)
     backbone = create_backbone(recipe.model)  # first: a weights problem shows before data is read
@@ -330,7 +333,9 @@ def setup(
     with accelerator.local_main_process_first():  # a first load may write a cache: once per node
         # the smallest prepared copy that is still large enough for this model's test resize
         data = load_data(recipe.data, seed=recipe.train.seed, min_side=test_resize(size), for_selection=selection)
-    net = (make_net or RetrievalNet)(backbone, data.num_classes)
+    net = (make_net or partial(RetrievalNet, embedding_dim=recipe.model.embedding_dim,
+                               head=recipe.train.loss == "cross_entropy"))(backbone, data.num_classes)
+    _attach_loss(recipe, net, data)  # before the param groups: a loss's proxies train in the head's
     if _channels_last(recipe, accelerator, net):
         net = net.to(memory_format=torch.channels_last)
     log.info(
@@ -339,10 +344,8 @@ def setup(
         sum(1 for g in param_groups(net, recipe.model.name, 1, 1) if g["name"].startswith("block")),
     )
     t = recipe.train
-    optimizer = torch.optim.SGD(
-        param_groups(net, recipe.model.name, t.lr, t.head_lr),
-        lr=t.lr, momentum=t.momentum, nesterov=t.nesterov and t.momentum > 0, weight_decay=t.weight_decay,
-    )
+    optimizer = build_optimizer(param_groups(net, recipe.model.name, t.lr, t.head_lr), t, _no_weight_decay(net))
+    log.info("%s", describe_optimizer(optimizer, t))
     batch = per_process_batch(recipe.data.batch_size, accelerator.num_processes, recipe.data.samples_per_class)
     log.info("batch: %d images per step (data.batch_size, global) = %d per process x %d process(es)",
              recipe.data.batch_size, batch, accelerator.num_processes)
@@ -374,6 +377,8 @@ def setup(
     recall_at = data.recall_at if recipe.eval.recall_at == "auto" else list(recipe.eval.recall_at)
     trainer = Trainer(recipe, accelerator, net, optimizer, train_loader, eval_loaders, recall_at, rundir,
                       task=getattr(data, "task", "retrieval"), selection=selection)
+    if trainer.model.criterion is not None:  # a metric loss: (embeddings, labels) -> loss
+        trainer.loss_fn = trainer.model.criterion
     _check_autolr_blocks(trainer)
     if restore:
         rundir.restore_checkpoint(trainer)
@@ -395,6 +400,26 @@ def per_process_batch(batch_size: int, processes: int, samples_per_class: int = 
                       f" use {nearest}")
 
 
+def _attach_loss(recipe: Recipe, net, data) -> None:
+    """A pytorch-metric-learning loss as `net.criterion` (so DDP, checkpoints and AutoLR's snapshots
+    carry its proxies); nothing for cross-entropy, which the head's logits feed."""
+    name = recipe.train.loss
+    if name == "cross_entropy":
+        return
+    if getattr(data, "task", "retrieval") == "classification":
+        raise AutolrError(f"train.loss = {name!r} trains an embedding, but {data.name} is scored by the"
+                          " classification head's accuracy: use train.loss = 'cross_entropy' (or a retrieval dataset)")
+    from autolr.train.losses import build_loss
+
+    net.criterion = build_loss(name, recipe.loss, data.num_classes, net.embedding_dim)
+
+
+def _no_weight_decay(net) -> set[int]:
+    """The backbone tensors timm exempts from weight decay besides 1-d ones (a ViT's pos_embed, cls_token)."""
+    names = set(getattr(net.backbone, "no_weight_decay", lambda: set())())
+    return {id(p) for n, p in net.backbone.named_parameters() if n in names}
+
+
 def _check_autolr_blocks(trainer: Trainer) -> None:
     if trainer.recipe.train.schedule == "autolr" and trainer.recipe.prune.mode != "iterative" and len(_block_groups(trainer)) < 2:
         raise AutolrError(
@@ -412,7 +437,7 @@ def _init_lrs(trainer: Trainer) -> None:
     groups = {g["name"]: g for g in trainer.optimizer.param_groups}
     for name, g in groups.items():
         g["base_lr"] = t.head_lr if name == "head" else t.lr
-    if t.schedule == "layer_decay":
+    if t.schedule == "layer_decay" or (t.layer_decay_always and t.schedule != "autolr"):
         from autolr.schedules import layer_decay_scales
 
         scales = layer_decay_scales(len(blocks), t.layer_decay)  # stem, blocks..., head
@@ -440,7 +465,9 @@ def _channels_last(recipe: Recipe, accelerator, net) -> bool:
 def set_lrs(trainer: Trainer, epoch: int, step: int) -> None:
     """Every group's `lr` = its `base_lr` x the schedule's factor at this step (a pure function of time)."""
     from autolr.schedules import apply_lrs, lr_factor
+    from autolr.train.optim import sync_no_decay
 
+    sync_no_decay(trainer.optimizer)  # the no-decay twin groups take their group's base_lr
     steps = len(trainer.train_loader)
     if trainer.lr_fn is not None:
         apply_lrs(trainer.optimizer, trainer.lr_fn(epoch, step, steps))
@@ -455,6 +482,8 @@ def train_one_epoch(trainer: Trainer, epoch: int) -> dict[str, float]:
     the epoch's last, shorter group steps too, so nothing carries over into the next epoch or trial
     (accelerate's `accumulate` keeps counting across epochs when the loader is not prepared by it).
     """
+    from autolr.train.optim import named_groups
+
     acc, net, opt = trainer.accelerator, trainer.net, trainer.optimizer
     loader, every, accum = trainer.train_loader, trainer.recipe.train.log_every, trainer.recipe.train.grad_accum
     (loader.batch_sampler if hasattr(loader.batch_sampler, "set_epoch") else loader.sampler).set_epoch(epoch)
@@ -494,8 +523,8 @@ def train_one_epoch(trainer: Trainer, epoch: int) -> dict[str, float]:
         "seconds": round(seconds, 3),
         "images_per_s": round(seen * acc.num_processes / seconds, 1),
         "steps": -(-steps // accum),  # optimizer steps: the same on any number of processes
-        "lrs": [g["lr"] for g in opt.param_groups],
-        "groups": [g["name"] for g in opt.param_groups],
+        "lrs": [g["lr"] for g in named_groups(opt)],
+        "groups": [g["name"] for g in named_groups(opt)],
     }
 
 
@@ -514,8 +543,10 @@ def autolr_epoch(trainer: Trainer, epoch: int) -> dict[str, Any]:
     targets, best = None, None
     for trial in range(1, cfg.max_trials + 1):
         _set_autolr_base_lrs(trainer, state["lrs"])
-        if cfg.reset_momentum:
-            trainer.optimizer.state.clear()
+        if cfg.reset_momentum:  # all the optimizer keeps: momentum, Adam's moments, step counters
+            from autolr.train.optim import reset_state
+
+            reset_state(trainer.optimizer)
         stats = train_one_epoch(trainer, epoch)
         v = _broadcast(trainer, _weight_variation(trainer, before))  # rank 0's v: every rank decides alike
         score = sorting_quality(v)
@@ -579,14 +610,12 @@ def _set_autolr_base_lrs(trainer: Trainer, lrs: list[float]) -> None:
 
 def _snapshot(trainer: Trainer) -> dict[str, Any]:
     """Weights, norm buffers, optimizer state and RNG, cloned on the training device (no host copy)."""
-    opt_state = {
-        id(p): {k: (v.clone() if torch.is_tensor(v) else v) for k, v in st.items()}
-        for p, st in trainer.optimizer.state.items()
-    }
+    from autolr.train.optim import snapshot_state
+
     scaler = trainer.accelerator.scaler  # fp16 only: its loss scale is part of the state a trial starts from
     return {
         "model": {k: v.detach().clone() for k, v in trainer.model.state_dict().items()},
-        "optimizer": opt_state,
+        "optimizer": snapshot_state(trainer.optimizer),  # with group step counters and Lookahead's slow weights
         "rng": _rng_state(),
         "scaler": scaler.state_dict() if scaler is not None else None,
     }
@@ -596,11 +625,9 @@ def _restore(trainer: Trainer, snap: dict[str, Any]) -> None:
     with torch.no_grad():
         for k, v in trainer.model.state_dict().items():
             v.copy_(snap["model"][k])
-    opt = trainer.optimizer
-    opt.state.clear()
-    params = {id(p): p for g in opt.param_groups for p in g["params"]}
-    for pid, st in snap["optimizer"].items():
-        opt.state[params[pid]] = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in st.items()}
+    from autolr.train.optim import restore_state
+
+    restore_state(trainer.optimizer, snap["optimizer"])
     _set_rng_state(snap["rng"])
     if snap["scaler"] is not None:
         trainer.accelerator.scaler.load_state_dict(snap["scaler"])

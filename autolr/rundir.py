@@ -246,7 +246,9 @@ class RunDir:
 # bounds, workers, eval and output settings) may change on --resume: that is how a run is extended, or
 # continued at a lower LR after the loss diverged.
 FIXED_ON_RESUME = ("model.", "prune.", "data.name", "data.root", "data.hub_id", "data.image_size", "data.transform",
-                   "data.val_fraction", "data.samples_per_class", "train.schedule", "train.seed")
+                   "data.val_fraction", "data.samples_per_class", "train.schedule", "train.seed",
+                   # an optimizer's state and groups, and a loss's proxies, fit only their own kind
+                   "train.optimizer", "train.weight_decay_1d", "train.loss")
 FREE_ON_RESUME = ("model.compile", "model.channels_last")  # speed only: the weights are the same
 
 
