@@ -61,10 +61,6 @@ class RetrievalNet(nn.Module):
         trains its embedding at the backbone's LR)."""
         return list(self.embedding.parameters()) if self.embedding is not None else []
 
-    def export_state(self) -> dict[str, torch.Tensor]:
-        """The retrieval model's tensors: everything but the loss's (its proxies are training state,
-        kept in the checkpoints)."""
-        return {k: v for k, v in self.state_dict().items() if not k.startswith("criterion.")}
 
 
 def _reference_head(width: int, hidden: int, num_classes: int) -> nn.Sequential:
@@ -154,7 +150,9 @@ def save_model(net: RetrievalNet, cfg: ModelConfig, run_dir: Path) -> None:
     from autolr._io import atomic_write, write_json
     from autolr.weights import strip_wrappers
 
-    state = {k: v.detach().contiguous().cpu() for k, v in strip_wrappers(net.export_state()).items()}
+    # a loss's proxies are training state: they stay in the checkpoints, out of the exported model
+    state = {k: v.detach().contiguous().cpu() for k, v in strip_wrappers(net.state_dict()).items()
+             if not k.startswith("criterion.")}
     atomic_write(run_dir / "model.safetensors", lambda p: save_file(state, str(p)))
     write_json(run_dir / "model.json", model_spec(cfg, net))
 
