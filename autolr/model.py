@@ -62,7 +62,6 @@ class RetrievalNet(nn.Module):
         return list(self.embedding.parameters()) if self.embedding is not None else []
 
 
-
 def _reference_head(width: int, hidden: int, num_classes: int) -> nn.Sequential:
     return nn.Sequential(
         nn.Linear(width, hidden),
