@@ -49,6 +49,12 @@ class Adapter:
         inside = lambda n: any(n == h or n.startswith(h + ".") for h in head)  # noqa: E731
         return [name for name, _ in model.named_modules() if name and inside(name)]
 
+    def timm_args(self, model: nn.Module) -> dict[str, Any] | None:
+        """The timm model arguments that build this cut model from its timm name (ResNet `layers`, ViT
+        `depth`), so that `autolr export` writes a folder plain timm loads; None: this family cannot
+        state its cut that way (the export refuses and names `autolr.load_model`)."""
+        return None
+
     def truncate(self, model: nn.Module, drop_top: int) -> int:
         """Remove the top `drop_top` blocks in place; rebuilds pooling/head; returns the feature size."""
         from autolr.adapters._surgery import truncate

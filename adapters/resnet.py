@@ -5,7 +5,7 @@ ResNet-50 has 16 bottleneck blocks: layer1.0-2, layer2.0-3, layer3.0-5, layer4.0
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from autolr.adapters import Adapter, BlockMap, register_adapter, with_params
 
@@ -35,3 +35,14 @@ class ResNetAdapter(Adapter):
                 blocks += [[b] for b in with_params(model, [f"{layer}.{i}" for i in range(len(getattr(model, layer)))])]
         after = children[children.index("layer4") + 1 :]
         return BlockMap(stem=with_params(model, children[:first]), blocks=blocks, head=with_params(model, after))
+
+    def timm_args(self, model: nn.Module) -> dict[str, Any] | None:
+        """`layers`: the blocks each stage kept (a stage cut away whole is 0)."""
+        if not hasattr(model, "layer1"):  # another architecture under a ResNet-like name
+            return None
+        from torch import nn
+
+        def kept(stage) -> int:
+            return 0 if isinstance(stage, nn.Identity) else sum(not isinstance(b, nn.Identity) for b in stage)
+
+        return {"layers": [kept(getattr(model, layer)) for layer in LAYERS]}

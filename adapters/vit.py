@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from autolr.adapters import Adapter, BlockMap, register_adapter, with_params
 
@@ -20,3 +20,9 @@ class ViTAdapter(Adapter):
         blocks = [[b] for b in with_params(model, [f"blocks.{i}" for i in range(len(model.blocks))])]
         rest = [n for n, _ in model.named_children() if n not in STEM and n != "blocks"]
         return BlockMap(stem=with_params(model, STEM), blocks=blocks, head=with_params(model, rest))
+
+    def timm_args(self, model: nn.Module) -> dict[str, Any] | None:
+        """`depth`: the transformer blocks kept."""
+        from torch import nn
+
+        return {"depth": sum(not isinstance(b, nn.Identity) for b in model.blocks)}

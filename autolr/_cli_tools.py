@@ -16,6 +16,7 @@ Device = Annotated[Optional[str], typer.Option("--device", help="cuda, cpu, cuda
 
 def register(app: typer.Typer) -> None:
     app.command("eval")(eval_)
+    app.command("export")(export)
     app.command("cam")(cam)
     app.command("sweep")(sweep)
 
@@ -44,6 +45,21 @@ def eval_(
         typer.echo(json.dumps(result))
     else:
         print_eval(result)
+
+
+def export(
+    run_dir: Annotated[str, typer.Argument(metavar="RUN", help="A finished run folder.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The folder to write (config.json, model.safetensors, README.md).")] = ...,
+    push: Annotated[Optional[str], typer.Option("--push", help="Then upload the folder to this Hugging Face hub repo (created if missing).")] = None,  # noqa: UP045
+    private: Annotated[bool, typer.Option("--private", help="With --push: create the repo private.")] = False,
+) -> None:
+    """The fine-tuned backbone as a timm folder: timm.create_model("local-dir:DIR", pretrained=True) loads it."""
+    from autolr.export import export_run
+
+    result = export_run(run_dir, output, push=push, private=private)
+    typer.echo(str(result.folder))
+    if result.url:
+        typer.echo(result.url)
 
 
 def cam(
