@@ -35,6 +35,8 @@ def _mount_subcommands() -> None:
     app.add_typer(data_app, name="data")
     register_report(app)
     register_tools(app)
+    from autolr._cli_study import register as register_study  # `autolr study`
+    register_study(app)
 
 SetOption = Annotated[
     Optional[list[str]],  # noqa: UP045 - typer needs Optional on 3.10
