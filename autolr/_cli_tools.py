@@ -16,6 +16,7 @@ Device = Annotated[Optional[str], typer.Option("--device", help="cuda, cpu, cuda
 
 def register(app: typer.Typer) -> None:
     app.command("eval")(eval_)
+    app.command("embed")(embed)
     app.command("export")(export)
     app.command("cam")(cam)
     app.command("sweep")(sweep)
@@ -45,6 +46,28 @@ def eval_(
         typer.echo(json.dumps(result))
     else:
         print_eval(result)
+
+
+def embed(
+    model: Annotated[str, typer.Argument(metavar="RUN", help="A finished run folder, or a model.safetensors with model.json beside it.")],
+    images: Annotated[Optional[list[Path]], typer.Argument(metavar="[IMAGE_OR_FOLDER]...", help="Image files or folders (searched recursively) instead of a dataset.", show_default=False)] = None,  # noqa: UP045
+    output: Annotated[Path, typer.Option("--output", "-o", help="The .safetensors file to write; its .json side file goes beside it.")] = ...,
+    data: Annotated[Optional[str], typer.Option("--data", help="A dataset by its data.name (default: the run's own).")] = None,  # noqa: UP045
+    root: Annotated[Optional[str], typer.Option("--root", help="That dataset's folder.")] = None,  # noqa: UP045
+    hub_id: Annotated[Optional[str], typer.Option("--hub-id", help="A hub copy instead of --root.")] = None,  # noqa: UP045
+    split: Annotated[str, typer.Option("--split", help="test (the evaluation split: In-shop's query and gallery), train, query or gallery.")] = "test",
+    flip: Annotated[Optional[bool], typer.Option("--flip/--no-flip", help="Sum the horizontal flip's features (default: the run's eval.flip).")] = None,  # noqa: UP045
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Images per batch (default: the run's eval.batch_size).")] = None,  # noqa: UP045
+    device: Device = None,
+) -> None:
+    """L2-normalised embeddings of a dataset split or of image files, with labels and image paths, as
+    safetensors + a JSON side file (for a vector index)."""
+    from autolr.embed import embed_saved, write_embeddings
+
+    emb = embed_saved(model, [str(p) for p in images or []], data=data, root=root, hub_id=hub_id, split=split,
+                      flip=flip, batch_size=batch_size, device=device)
+    for path in write_embeddings(emb, output):
+        typer.echo(str(path))
 
 
 def export(

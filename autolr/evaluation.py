@@ -67,17 +67,46 @@ def eval_transform(net, recipe: Recipe):
 
 
 @torch.no_grad()
-def embed(net, loader, device: torch.device, flip: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Embeddings (the horizontal flip summed in when `flip`) and labels, in dataset order."""
+def embed(net, loader, device: torch.device, flip: bool, *, title: str = "") -> tuple[torch.Tensor, torch.Tensor]:
+    """Un-normalised embeddings (the flip summed in when `flip`) and labels, in dataset order; a
+    progress bar when `title` is given and stderr is a terminal."""
     feats, labels = [], []
-    for x, y in loader:
-        x = x.to(device, non_blocking=True)
-        f = net.embed(x).float()
-        if flip:
-            f = f + net.embed(torch.flip(x, dims=[3])).float()
-        feats.append(f)
-        labels.append(y.to(device))
+    with _progress(title, len(loader)) as advance:
+        for x, y in loader:
+            x = x.to(device, non_blocking=True)
+            f = net.embed(x).float()
+            if flip:
+                f = f + net.embed(torch.flip(x, dims=[3])).float()
+            feats.append(f)
+            labels.append(torch.as_tensor(y).to(device))
+            advance()
     return torch.cat(feats), torch.cat(labels)
+
+
+class _progress:
+    """A rich progress bar on stderr (nothing when stderr is not a terminal or there is no title)."""
+
+    def __init__(self, title: str, total: int):
+        self.title, self.total, self.bar = title, total, None
+
+    def __enter__(self):
+        from rich.console import Console
+
+        console = Console(stderr=True)
+        if self.title and console.is_terminal:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TimeRemainingColumn(), console=console, transient=True)
+            self.bar.start()
+            task = self.bar.add_task(self.title, total=self.total)
+            return lambda: self.bar.advance(task)
+        return lambda: None
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.stop()
+        return False
 
 
 def evaluate_model(

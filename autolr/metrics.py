@@ -66,6 +66,32 @@ def recall_and_map(
     return _score(query, query_labels, ks, gallery, gallery_labels, chunk_size, with_map=True)
 
 
+def nearest_neighbours(
+    query: torch.Tensor,
+    k: int,
+    gallery: torch.Tensor | None = None,
+    *,
+    chunk_size: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each query's k nearest gallery items and their cosine similarities, ranked exactly as Recall@K
+    ranks them (descending similarity, ties by gallery index; all-vs-all leaves each query's own item out).
+
+    Returns (indices [n, k], similarities [n, k]); k is clipped to the items there are.
+    """
+    own = gallery is None
+    q = F.normalize(query.float(), dim=1)
+    g = q if own else F.normalize(gallery.float().to(q.device), dim=1)
+    k = min(int(k), _gallery_size(q, None if own else g))
+    if k < 1 or not len(q):
+        empty = torch.zeros((len(q), 0), device=q.device)
+        return empty.long(), empty
+    tops, sims = [], []
+    for start, top in _ranked(q, g, own, k, chunk_size):
+        tops.append(top)
+        sims.append(torch.einsum("bd,bkd->bk", q[start : start + len(top)], g[top]))  # [b, k, d]: bounded per chunk
+    return torch.cat(tops), torch.cat(sims)
+
+
 def top_k_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
     """Classification: top-1 ("accuracy") and top-5 ("accuracy@5") of the logits' ranking."""
     top = logits.topk(min(5, logits.shape[1]), dim=1).indices
