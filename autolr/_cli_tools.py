@@ -33,6 +33,7 @@ def eval_(
     device: Device = None,
     strict_counts: Annotated[bool, typer.Option("--strict-counts/--no-strict-counts", help="Split sizes must match the benchmark's (off: use a partial copy, with a warning).")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
+    retrievals: Annotated[Optional[int], typer.Option("--retrievals", min=1, help="Also draw N test queries and their top-K neighbours into RUN_DIR/report/retrievals-<dataset>.png.")] = None,  # noqa: UP045
 ) -> None:
     """Recall@K and MAP@R of a saved model: by default on its run's test split; also written to
     RUN_DIR/eval-<dataset>.json."""
@@ -46,6 +47,11 @@ def eval_(
         typer.echo(json.dumps(result))
     else:
         print_eval(result)
+    if retrievals:
+        from autolr.retrievals import write_eval_grid
+
+        typer.echo(str(write_eval_grid(model, retrievals, data=data, root=root, hub_id=hub_id, device=device,
+                                       strict_counts=None if strict_counts else False)))
 
 
 def embed(

@@ -360,6 +360,13 @@ def _cycle_schedule(run: Run) -> str:
     return (rows[0].get("lr_schedule") if rows else None) or (run.metrics or {}).get("prune.lr_schedule") or run.schedule
 
 
+def plot_retrievals(run: Run):
+    """The retrieval grid (`autolr.retrievals`): it needs torch, the model and the data, so it loads only here."""
+    from autolr.retrievals import plot_retrievals as draw
+
+    return draw(run)
+
+
 PLOTS: dict[str, tuple[str, Callable[[Run], Any]]] = {  # file -> (what it shows, drawing function)
     "weight_variation.png": ("Weight variation per block, per epoch (Fig. 2)", plot_variation),
     "weight_variation_trials.png": ("Weight variation of every AutoLR trial (Fig. 4a)", plot_trials),
@@ -369,6 +376,7 @@ PLOTS: dict[str, tuple[str, Callable[[Run], Any]]] = {  # file -> (what it shows
     "test_metrics.png": ("Test metrics over epochs", plot_test_metrics),
     "prune_candidates.png": ("Depth search candidates", plot_candidates),
     "pruning_cycles.png": ("Score against weights remaining", plot_cycles),
+    "retrievals.png": ("Test queries and their top-K neighbours (green: same class)", plot_retrievals),
 }
 
 
