@@ -27,6 +27,7 @@ from autolr.recipe import tomllib
 log = logging.getLogger("autolr")
 
 METRIC_PREFIXES = ("recall@", "map@", "accuracy")
+BLOCK = re.compile(r"block(\d+)$")  # a block's param group name
 
 
 # -- reading a run folder ------------------------------------------------------------------------------
@@ -212,23 +213,50 @@ def _group_names(row: dict[str, Any]) -> list[str]:
 
 
 def plot_lrs(run: Run):
-    """The paper's Fig. 4b: each group's LR at the end of every epoch."""
+    """The paper's Fig. 4b, readable at 16+ blocks: a block x epoch heatmap of the LRs (log colour), and
+    above it the stem, neck and head as lines beside the lowest and highest block."""
     rows = [r for r in run.rows_of("epoch") if r.get("lrs")]
     if not rows:
         return None
-    from matplotlib import colormaps
-
     names = _group_names(rows[-1])
     rows = [r for r in rows if len(r["lrs"]) == len(names)]
-    fig, ax = _figure(f"{run.name}: learning rate per group ({run.schedule})", "epoch", "learning rate",
-                      logy=True, size=(8, 4.5))
-    cmap = colormaps["viridis"]
-    for i, name in enumerate(names):
-        ax.plot([r["epoch"] for r in rows], [r["lrs"][i] for r in rows], marker=".",
-                color=cmap(i / max(len(names) - 1, 1)), label=name)
-    ax.legend(title="low to high", fontsize="x-small", loc="center left", bbox_to_anchor=(1.01, 0.5),
-              ncol=2 if len(names) > 14 else 1)
+    blocks = [i for i, n in enumerate(names) if BLOCK.match(n)]
+    if len(blocks) < 2:
+        return _lr_lines(run, rows, names, list(range(len(names))))
+    from matplotlib.colors import LogNorm
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    epochs = [r["epoch"] for r in rows]
+    fig = Figure(figsize=(8, 7), layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[1, 1.6])
+    others = [i for i in range(len(names)) if i not in blocks]
+    for i in [*others, blocks[0], blocks[-1]]:
+        label = names[i] + (" (lowest)" if i == blocks[0] else " (highest)" if i == blocks[-1] else "")
+        style = {"head": dict(color="black", linestyle="--", linewidth=2)}.get(names[i], {})
+        top.plot(epochs, [r["lrs"][i] for r in rows], marker="o", label=label, **style)
+    top.set(yscale="log", ylabel="learning rate", title=f"{run.name}: learning rate per group ({run.schedule})")
+    top.grid(alpha=0.3, which="both")
+    top.legend(fontsize="x-small", loc="best", ncol=2)
+    lrs = [[r["lrs"][i] for r in rows] for i in blocks]  # [block][epoch]
+    low, high = min(min(v) for v in lrs), max(max(v) for v in lrs)
+    edges_x = [e - 0.5 for e in epochs] + [epochs[-1] + 0.5]
+    mesh = bottom.pcolormesh(edges_x, [k + 0.5 for k in range(len(blocks) + 1)], lrs, shading="flat",
+                             cmap="viridis", norm=LogNorm(low, high if high > low else low * 1.0001))
+    fig.colorbar(mesh, ax=bottom, label="learning rate")
+    bottom.set(xlabel="epoch", ylabel="block (1 = lowest)", title="every block's LR at the end of each epoch")
+    bottom.yaxis.set_major_locator(MaxNLocator(integer=True))
+    bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
     return fig
+
+
+def _lr_lines(run: Run, rows, names, which):
+    fig, ax = _figure(f"{run.name}: learning rate per group ({run.schedule})", "epoch", "learning rate", logy=True)
+    for i in which:
+        ax.plot([r["epoch"] for r in rows], [r["lrs"][i] for r in rows], marker="o", label=names[i])
+    ax.legend(fontsize="x-small")
+    return fig
+
 
 
 def plot_sorting_quality(run: Run):
@@ -291,15 +319,22 @@ def _test_points(run: Run) -> list[tuple[int, dict[str, Any]]]:
 
 
 def plot_test_metrics(run: Run):
-    points = _test_points(run)
-    keys = metric_keys([m for _, m in points])
+    """Markers where the test split was measured; a line joins only measurements one epoch apart, so
+    no line runs through epochs that were never measured."""
+    points = dict(_test_points(run))  # by epoch: the final evaluation replaces an `eval.every` one there
+    keys = metric_keys(list(points.values()))
     if not keys:
         return None
-    fig, ax = _figure(f"{run.name}: test metrics (epoch 0 = before fine-tuning)", "epoch", "%")
-    for key in keys:
-        xy = [(e, 100 * m[key]) for e, m in points if key in m]
-        ax.plot(*zip(*xy, strict=True), marker="o", label=key)
-    ax.legend(fontsize="small")
+    fig, ax = _figure(f"{run.name}: test metrics (epoch 0 = before fine-tuning; markers = measured)", "epoch", "%")
+    for n, key in enumerate(keys):
+        xy = sorted((e, 100 * m[key]) for e, m in points.items() if key in m)
+        colour = f"C{n % 10}"
+        ax.plot(*zip(*xy, strict=True), marker="o", linestyle="none", color=colour, label=key)
+        for (e0, y0), (e1, y1) in zip(xy, xy[1:], strict=False):
+            if e1 - e0 == 1:
+                ax.plot([e0, e1], [y0, y1], color=colour)
+    gaps = any(b - a > 1 for a, b in zip(sorted(points), sorted(points)[1:], strict=False))
+    ax.legend(fontsize="small", title="not measured between markers" if gaps else None, title_fontsize="x-small")
     return fig
 
 
@@ -583,12 +618,13 @@ def _labels(runs: list[Run]) -> list[str]:
 
 def _metrics_table(runs: list[Run], labels: list[str]) -> Table:
     keys = metric_keys([r.metrics for r in runs if r.metrics])
-    table = Table("Test metrics (%)", ["run", "schedule", "drop top", *keys, "wall time (s)"])
+    table = Table("Test metrics (%)", ["run", "model", "schedule", "drop top", *keys, "wall time (s)"])
     for run, label in zip(runs, labels, strict=True):
         m = run.metrics or {}
         name = label if run.metrics else f"{label} (unfinished)"
         cells = [100 * m[k] if k in m else None for k in keys]
-        table.rows.append([name, run.schedule, m.get("drop_top", run.setting("model.drop_top")), *cells,
+        table.rows.append([name, m.get("model") or run.setting("model.name"), run.schedule,
+                           m.get("drop_top", run.setting("model.drop_top")), *cells,
                            float(m["wall_time"]) if "wall_time" in m else None])
     return table
 

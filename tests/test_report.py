@@ -5,6 +5,7 @@ import csv
 import json
 import logging
 
+import pytest
 from _fake_datasets import make_imagefolder
 from PIL import Image
 
@@ -150,13 +151,13 @@ def test_compare_writes_md_and_csv_with_blank_cells_and_unfinished_runs(tmp_path
     assert "Test metrics (%)" in out and "busy (unfinished)" in out and str(tmp_path / "out" / "compare.csv") in out
     rows = list(csv.reader((tmp_path / "out" / "compare.csv").open()))
     assert rows == [
-        ["run", "schedule", "drop top", "recall@1", "recall@2", "recall@10", "map@r", "wall time (s)"],
-        ["auto", "autolr", "0", "75.0000", "80.0000", "", "30.0000", "12.5000"],
-        ["sop-run", "constant", "2", "80.0000", "", "90.0000", "40.0000", "100.0000"],
-        ["busy (unfinished)", "constant", "0", "", "", "", "", ""],
+        ["run", "model", "schedule", "drop top", "recall@1", "recall@2", "recall@10", "map@r", "wall time (s)"],
+        ["auto", "resnet50", "autolr", "0", "75.0000", "80.0000", "", "30.0000", "12.5000"],
+        ["sop-run", "resnet50", "constant", "2", "80.0000", "", "90.0000", "40.0000", "100.0000"],
+        ["busy (unfinished)", "resnet50", "constant", "0", "", "", "", "", ""],
     ]
     md = (tmp_path / "out" / "compare.md").read_text()
-    assert "| auto | autolr | 0 | 75.00 | 80.00 |  | 30.00 | 12.50 |" in md
+    assert "| auto | resnet50 | autolr | 0 | 75.00 | 80.00 |  | 30.00 | 12.50 |" in md
     assert not (tmp_path / "out" / "compare_cycles.csv").exists()
 
 
@@ -204,3 +205,38 @@ def test_report_of_a_real_tiny_autolr_run(tmp_path, capsys):
     metrics = json.loads((run / "metrics.json").read_text())
     assert f"| recall@1 | {100 * metrics['initial']['recall@1']:.2f} | {100 * metrics['recall@1']:.2f} |" in (
         run / "report" / "summary.md").read_text()
+
+
+def lr_run(path, blocks=16, epochs=6, every=None):
+    """Epoch rows of a deep AutoLR run: blocks ramp up, all LRs x0.2 after epoch 4."""
+    groups = ["stem", *(f"block{i}" for i in range(1, blocks + 1)), "neck", "head"]
+    rows = []
+    for e in range(1, epochs + 1):
+        scale = 0.2 if e > 4 else 1.0
+        lrs = [5e-4 * scale, *(1e-3 * (1 + 0.1 * i) * scale for i in range(blocks)), 1e-3 * scale, 1e-2 * scale]
+        test = {"test": {"recall@1": 0.5 + e / 100, "map@r": 0.2}} if every and e % every == 0 else {}
+        rows.append({"kind": "epoch", "epoch": e, "loss": 1.0 / e, "lrs": lrs, "groups": groups, **test})
+    return make_run(path, [("train.schedule", "autolr")], rows, final(0.8))
+
+
+def test_lr_plot_is_a_block_by_epoch_heatmap_with_the_head_apart(tmp_path):
+    run = report.read_run(lr_run(tmp_path / "deep"))
+    fig = report.plot_lrs(run)
+    lines, heat = fig.axes[0], fig.axes[1]
+    assert [line.get_label() for line in lines.get_lines()] == ["stem", "neck", "head", "block1 (lowest)", "block16 (highest)"]
+    mesh = heat.collections[0].get_array().reshape(16, 6)  # [block, epoch]
+    assert mesh[0, 0] == pytest.approx(1e-3) and mesh[15, 5] == pytest.approx(1e-3 * 2.5 * 0.2)
+    head = lines.get_lines()[2]
+    assert head.get_linestyle() == "--" and list(head.get_ydata()) == [1e-2] * 4 + [2e-3] * 2
+
+
+def test_test_metrics_join_only_epochs_measured_one_apart(tmp_path):
+    run = report.read_run(lr_run(tmp_path / "gaps", blocks=4, epochs=6, every=3))  # measured: 0, 3, 6
+    fig = report.plot_test_metrics(run)
+    segments = [tuple(line.get_xdata()) for line in fig.axes[0].get_lines() if line.get_linestyle() != "None"]
+    assert segments == []  # 0 -> 3 -> 6: nothing drawn through epochs 1, 2, 4, 5
+    markers = {line.get_label(): list(line.get_xdata()) for line in fig.axes[0].get_lines() if line.get_linestyle() == "None"}
+    assert markers["recall@1"] == [0, 3, 6] and markers["map@r"] == [0, 3, 6]
+    run = report.read_run(lr_run(tmp_path / "every", blocks=4, epochs=3, every=1))
+    segments = [tuple(line.get_xdata()) for line in report.plot_test_metrics(run).axes[0].get_lines() if line.get_linestyle() != "None"]
+    assert (0, 1) in segments and (2, 3) in segments
