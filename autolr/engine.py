@@ -87,6 +87,9 @@ def run(
     if selection and recipe.prune.mode != "fixed":
         raise AutolrError(f"a selection run is one training at a fixed depth; prune.mode = {recipe.prune.mode!r}"
                           " cannot run as one: set prune.mode = 'fixed' (and model.drop_top)")
+    from autolr.preflight import check
+
+    check(recipe)  # the checks `autolr validate` runs, before any folder exists
     accelerator, precision_note = _make_accelerator(recipe)
     _setup_logging(None, accelerator.is_main_process)  # console now; run.log once the folder exists
     rundir, state = _open_run(recipe, accelerator, output, resume, overwrite)
@@ -328,7 +331,7 @@ def setup(
     from autolr.train.optim import describe as describe_optimizer
 
     torch.manual_seed(recipe.train.seed)
-    backbone = create_backbone(recipe.model)  # first: a weights problem shows before data is read
+    backbone = create_backbone(recipe.model, recipe.data.image_size)  # first: a weights problem shows before data is read
     train_tf, test_tf, size = build_transforms(recipe.data, backbone.pretrained_cfg)
     with accelerator.local_main_process_first():  # a first load may write a cache: once per node
         # the smallest prepared copy that is still large enough for this model's test resize

@@ -225,7 +225,9 @@ class RunDir:
     def _apply(self, trainer: Trainer, state: dict[str, Any]) -> None:
         import torch
 
-        trainer.model.load_state_dict(state["model"])
+        from autolr.weights import strip_wrappers
+
+        trainer.model.load_state_dict(strip_wrappers(state["model"]))  # runs saved before the unwrap fix
         trainer.optimizer.load_state_dict(state["optimizer"])  # moves the state onto the parameters' device
         torch.set_rng_state(state["rng"].cpu())
         if state["cuda_rng"] and torch.cuda.is_available():

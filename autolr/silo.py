@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from autolr.errors import AutolrError
 from autolr.rundir import load_shared, main_reads
+from autolr.weights import strip_wrappers
 
 if TYPE_CHECKING:
     from autolr.engine import Trainer
@@ -346,7 +347,7 @@ def _rewind(run: _Run) -> None:
     import torch
 
     trainer = run.trainer
-    saved = load_shared(trainer.accelerator, trainer.rundir.checkpoints / REWIND_FILE)
+    saved = strip_wrappers(load_shared(trainer.accelerator, trainer.rundir.checkpoints / REWIND_FILE))
     with torch.no_grad():
         for key, value in trainer.model.state_dict().items():
             if key in saved:

@@ -158,7 +158,6 @@ def _make_folder(recipe: Recipe, output: str | Path | None, resume: bool) -> Pat
 def run_cell(cell: Cell, folder: Path) -> None:
     """Run one cell as a selection run, unless its folder already holds the finished score."""
     from autolr import engine
-
     from autolr.rundir import main_reads
 
     out = folder / cell.name
@@ -202,7 +201,6 @@ def run_sweep(
     """Run (or resume) every cell, choose the best on the validation split, write the tables and heatmap;
     with `final`, train the chosen cell on all training classes and report its test metrics."""
     from autolr import engine
-
     from autolr.rundir import main_reads
 
     cells = make_cells(recipe, grids, overrides)

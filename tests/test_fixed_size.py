@@ -11,7 +11,6 @@ from autolr.cli import main
 from autolr.model import load_model
 
 
-@pytest.mark.xfail(strict=True, reason="engine.setup must pass recipe.data.image_size to create_backbone (for the lead)")
 def test_a_vit_runs_evaluates_and_reloads_at_32_px(tmp_path):
     root = make_cub(tmp_path / "data", classes=4, per_class=4, size=(32, 24)).folder
     out = tmp_path / "run"
