@@ -2,7 +2,6 @@
 failed start removes, and the main process as the only reader of the folder under several processes."""
 
 import os
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -10,9 +9,9 @@ from safetensors.torch import save_file
 
 import autolr
 from autolr import _io
+from autolr import rundir as rundir_module
 from autolr.engine import per_process_batch
 from autolr.errors import AutolrError
-from autolr import rundir as rundir_module
 from autolr.rundir import RunDir, check_resumable, load_shared, main_reads
 
 TINY = ["model.name=test_resnet", "model.pretrained=false", "data.image_size=16", "train.epochs=2"]
