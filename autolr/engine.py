@@ -536,14 +536,17 @@ def autolr_epoch(trainer: Trainer, epoch: int) -> dict[str, Any]:
 
     Each rejected trial sets targets (once per epoch), renews every block's LR and restarts the epoch
     from its snapshot with the same data order, augmentation and dropout masks. After `max_trials` the
-    best-scoring trial is kept. Every trial is a row in `log.jsonl`.
+    best-scoring trial is kept. A renewal that leaves every LR as it was (every block clamped, say)
+    ends the epoch: the next trial would replay this one exactly. Every trial is a row in `log.jsonl`;
+    the epoch's row counts the seconds and images of all its trials (what the epoch cost), not only
+    the kept one's.
     """
     from autolr.lr import accept, initial_targets, relax_tau, renew_lrs, repair_targets, sorting_quality
 
     cfg, state = trainer.recipe.autolr, trainer.extra["autolr"]
     snapshot = _snapshot(trainer)
     before = _block_weights_in(trainer, snapshot["model"])  # epoch-start weights: views into the snapshot
-    targets, best = None, None
+    targets, best, ran, stop = None, None, [], "max_trials"
     for trial in range(1, cfg.max_trials + 1):
         _set_autolr_base_lrs(trainer, state["lrs"])
         if cfg.reset_momentum:  # all the optimizer keeps: momentum, Adam's moments, step counters
@@ -551,29 +554,61 @@ def autolr_epoch(trainer: Trainer, epoch: int) -> dict[str, Any]:
 
             reset_state(trainer.optimizer)
         stats = train_one_epoch(trainer, epoch)
+        ran.append(stats)
         v = _broadcast(trainer, _weight_variation(trainer, before))  # rank 0's v: every rank decides alike
         score = sorting_quality(v)
         accepted = accept(score, state["tau"], cfg.strict)
         _log_trial(trainer, epoch, trial, v, targets, score, accepted, stats)
         if accepted:
+            stop = "accepted"
             break
+        last = trial == cfg.max_trials
         if best is None or score > best[0]:  # a later trial may do worse: keep this one's end state
-            best = (score, trial, list(state["lrs"]), _snapshot(trainer) if trial < cfg.max_trials else None, stats, v)
-        if trial == cfg.max_trials:
-            if best[1] != trial:
-                _restore(trainer, best[3])
-                state["lrs"], stats, v = best[2], best[4], best[5]
-            log.info("epoch %d: no trial reached S >= %.3f in %d trials; kept trial %d (S = %.3f)",
-                     epoch + 1, state["tau"], cfg.max_trials, best[1], best[0])
+            best = (score, trial, list(state["lrs"]), None if last else _snapshot(trainer), stats, v)
+        if last:
             break
         if targets is None:
             targets = initial_targets(v, cfg.alpha, cfg.beta) if epoch == 0 else repair_targets(v)
-        state["lrs"] = renew_lrs(state["lrs"], v, targets, cfg.min_lr, cfg.max_lr)
+        renewed = renew_lrs(state["lrs"], v, targets, cfg.min_lr, cfg.max_lr)
+        if _same(renewed, state["lrs"]):  # same LRs, snapshot and data: the next trial would replay this one
+            stop = "same_lrs"
+            log.info("epoch %d: trial %d's renewed LRs equal the LRs it ran with (each block at its target,"
+                     " not moving, or clamped to autolr.min_lr/max_lr = %.3g/%.3g), so another trial would"
+                     " replay it exactly: not rerun", epoch + 1, trial, cfg.min_lr, cfg.max_lr)
+            break
+        state["lrs"] = renewed
         _restore(trainer, snapshot)
+    if not accepted:
+        if best[1] != trial:
+            _restore(trainer, best[3])
+            state["lrs"], stats, v = best[2], best[4], best[5]
+        log.info("epoch %d: no trial reached S >= %.3f in %d trial(s); kept trial %d (S = %.3f)",
+                 epoch + 1, state["tau"], trial, best[1], best[0])
     state["tau"] = relax_tau(state["tau"], cfg.strict)
     _set_autolr_base_lrs(trainer, state["lrs"])
-    kept = trial if accepted or best[1] == trial else best[1]
-    return {**stats, "v": v, "trials": trial, "kept_trial": kept, "sorting_quality": score if accepted else best[0]}
+    kept = trial if accepted else best[1]
+    return {**stats, **_epoch_cost(trainer, ran), "v": v, "trials": trial, "kept_trial": kept,
+            "sorting_quality": score if accepted else best[0], "trial_stop": stop}
+
+
+def _same(new: list[float], old: list[float]) -> bool:
+    """Equal up to float rounding: lr * target / v with target = v can come back one ulp off lr."""
+    return all(math.isclose(a, b, rel_tol=1e-9) for a, b in zip(new, old, strict=True))
+
+
+def _images(trainer: Trainer, stats: dict[str, Any]) -> int:
+    """Images one pass trained on: the loop's own count, else full batches (training drops the last)."""
+    if "images" in stats:
+        return int(stats["images"])
+    return len(trainer.train_loader) * trainer.recipe.data.batch_size * trainer.accelerator.num_processes
+
+
+def _epoch_cost(trainer: Trainer, ran: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the whole epoch cost, every trial included: seconds, images, and each trial's seconds."""
+    seconds = sum(s["seconds"] for s in ran)
+    images = sum(_images(trainer, s) for s in ran)
+    return {"seconds": round(seconds, 3), "images": images, "images_per_s": round(images / max(seconds, 1e-9), 1),
+            "trial_seconds": [s["seconds"] for s in ran]}
 
 
 def _block_groups(trainer: Trainer) -> list[dict]:
@@ -656,11 +691,14 @@ def _broadcast(trainer: Trainer, values: list[float]) -> list[float]:
 
 
 def _log_trial(trainer, epoch, trial, v, targets, score, accepted, stats) -> None:
+    """One trial: its v, targets and S, and the block LRs it actually used (AutoLR's own LRs times the
+    step decay, `base_lrs` before it), its seconds and images."""
     state = trainer.extra["autolr"]
     row = {
         "epoch": epoch + 1, "kind": "trial", "trial": trial, "v": v, "target": targets,
-        "lrs": list(state["lrs"]), "sorting_quality": round(score, 6), "tau": state["tau"],
-        "accepted": accepted, "loss": stats["loss"], "seconds": stats["seconds"],
+        "lrs": [g["lr"] for g in _block_groups(trainer)], "base_lrs": list(state["lrs"]),
+        "sorting_quality": round(score, 6), "tau": state["tau"], "accepted": accepted, "loss": stats["loss"],
+        "seconds": stats["seconds"], "images": _images(trainer, stats),
     }
     if trainer.is_main:
         trainer.rundir.log(row)
