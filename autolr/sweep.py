@@ -276,13 +276,14 @@ def markdown(result: SweepResult, table: list[dict[str, Any]]) -> str:
     return text
 
 
-def heatmap(result: SweepResult, grids: list[Grid], path: Path) -> None:
+def heatmap(result: SweepResult, grids: list[Grid], path: Path) -> list[str]:
     """The paper's Fig. 3: the first grid across, the second down, the score in each cell (%); hatched
-    cells had a non-ascending first-epoch ramp, the chosen cell is outlined."""
+    cells had a non-ascending first-epoch ramp, the chosen cell is outlined; a legend says both.
+    Returns the legend's labels."""
     import numpy as np
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.patches import Rectangle
+    from matplotlib.patches import Patch, Rectangle
 
     xs, ys = grids[0].values, grids[1].values
     scores = np.full((len(ys), len(xs)), np.nan)
@@ -309,8 +310,14 @@ def heatmap(result: SweepResult, grids: list[Grid], path: Path) -> None:
     ax.set_ylabel(grids[1].key)
     split = next((c.metrics.get("split") for c in result.cells if c.metrics), "val") or "val"
     hatched = any(c.ramp == "non-ascending" for c in result.cells)
-    ax.set_title(f"{split} {result.metric}" + ("; hatched: non-ascending first-epoch ramp" if hatched else ""), fontsize=9)
+    ax.set_title(f"{split} {result.metric}", fontsize=9)
+    handles = [Patch(fill=False, edgecolor="red", linewidth=2.5, label=f"chosen: best {split} {result.metric}")] if result.chosen else []
+    if hatched:
+        handles.append(Patch(facecolor="white", hatch="xx", edgecolor="grey", label="first-epoch ramp not ascending (repair rule)"))
+    if handles:
+        ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=len(handles), fontsize=8, frameon=False)
     _io.atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=110, bbox_inches="tight"))
+    return [h.get_label() for h in handles]
 
 
 def print_sweep(result: SweepResult) -> None:

@@ -50,7 +50,11 @@ def test_parse_grid_keeps_lists_whole():
     assert parse_grid("autolr.alpha=1,2, 3").values == ["1", "2", "3"]
 
 
-def test_a_2x2_sweep_chooses_on_val_marks_the_ramp_and_writes_everything(tmp_path, fake_run):
+def test_a_2x2_sweep_chooses_on_val_marks_the_ramp_and_writes_everything(tmp_path, fake_run, monkeypatch):
+    import autolr.sweep as sweep_module
+
+    legends, draw = [], sweep_module.heatmap
+    monkeypatch.setattr(sweep_module, "heatmap", lambda *a: legends.append(draw(*a)))
     out = tmp_path / "sweep"
     code, printed = sweep("--grid", "autolr.alpha=1,3", "--grid", "autolr.beta=0.2,0.4", "--output", out)
     assert code == 0
@@ -70,6 +74,7 @@ def test_a_2x2_sweep_chooses_on_val_marks_the_ramp_and_writes_everything(tmp_pat
     assert "| 3 | 0.2 | 32.00 | 10.00 | non-ascending |  |" in md and "val recall@1" in md
     with Image.open(out / "heatmap.png") as im:
         assert im.format == "PNG"
+    assert legends == [["chosen: best val recall@1", "first-epoch ramp not ascending (repair rule)"]]
     assert "chosen: cell-autolr.alpha=3_autolr.beta=0.4" in " ".join(printed.split())
 
 
