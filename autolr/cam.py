@@ -119,6 +119,9 @@ def cam_images(
     dev = pick_device(device)
     pictures = [read_image(p) for p in images]  # a bad file fails before the model loads
     saved = load_saved(path)
+    if target == "class" and getattr(saved.net, "head", None) is None:
+        raise AutolrError(f"--target class needs the training head's logits, and {path} was trained with a"
+                          " metric-learning loss (no classification head): use --target embedding")
     modules = block_modules(saved.net.backbone, saved.model_name)
     blocks = check_blocks(blocks, len(modules)) if blocks else default_blocks(len(modules))
     test_tf, _ = eval_transform(saved.net, saved.recipe)

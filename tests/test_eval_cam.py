@@ -142,3 +142,19 @@ def test_cam_names_an_unreadable_image(run_dir, tmp_path, capsys):
     assert "missing.png" in capsys.readouterr().err
     assert main(["cam", str(run_dir), str(tmp_path / "broken.jpg")]) == 2
     assert "broken.jpg" in capsys.readouterr().err
+
+
+def test_cam_of_a_run_without_a_classification_head_asks_for_the_embedding_target(run_dir, images, capsys, monkeypatch):
+    import autolr.evaluation as evaluation
+
+    load = evaluation.load_saved
+
+    def headless(path):  # as a metric-loss run is saved: no training head
+        saved = load(path)
+        saved.net.head = None
+        return saved
+
+    monkeypatch.setattr(evaluation, "load_saved", headless)
+    assert main(["cam", str(run_dir), str(images[0])]) == 2
+    assert "use --target embedding" in " ".join(capsys.readouterr().err.split())
+    assert main(["cam", str(run_dir), str(images[0]), "--target", "embedding"]) == 0
