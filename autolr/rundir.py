@@ -304,3 +304,22 @@ def _prepare_folder(path: Path, *, resume: bool, overwrite: bool) -> None:
         shutil.rmtree(path)
     path.mkdir(parents=True, exist_ok=True)
 
+
+def grid_folder(recipe: Recipe, output: str | Path | None, resume: bool, kind: str, kept: str,
+                say: Callable[[str], None]) -> Path:
+    """The folder of a sweep or study (`kind`): `--output`, a new `output.dir/<name>-<kind>-<timestamp>`,
+    or with --resume the newest such folder. `kept` says what a resume keeps ("finished cells")."""
+    if output is None and resume:
+        root = Path(recipe.output.dir)
+        found = sorted(p for p in root.glob(f"{recipe.output.name}-{kind}-*") if p.is_dir())
+        if not found:
+            raise AutolrError(f"--resume: no {kind} of {recipe.output.name!r} under {root}/; pass --output DIR")
+        say(f"resuming the newest {kind} of {recipe.output.name!r}: {found[-1]}")
+        return found[-1]
+    folder = Path(output) if output else Path(recipe.output.dir) / f"{recipe.output.name}-{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if folder.exists() and not folder.is_dir():
+        raise AutolrError(f"--output {folder} is a file, not a folder")
+    if folder.is_dir() and any(folder.iterdir()) and not resume:
+        raise AutolrError(f"{folder} is not empty: add --resume to continue that {kind} ({kept} are kept)")
+    return folder
+

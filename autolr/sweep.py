@@ -17,7 +17,6 @@ import io
 import itertools
 import json
 import re
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,19 +96,9 @@ def _slug(value: str) -> str:
 
 def sweep_folder(recipe: Recipe, output: str | Path | None, resume: bool) -> Path:
     """`--output`, a new `output.dir/<name>-sweep-<timestamp>`, or with --resume the newest such sweep."""
-    if output is None and resume:
-        root = Path(recipe.output.dir)
-        found = sorted(p for p in root.glob(f"{recipe.output.name}-sweep-*") if p.is_dir())
-        if not found:
-            raise AutolrError(f"--resume: no sweep of {recipe.output.name!r} under {root}/; pass --output DIR")
-        _say(f"resuming the newest sweep of {recipe.output.name!r}: {found[-1]}")
-        return found[-1]
-    folder = Path(output) if output else Path(recipe.output.dir) / f"{recipe.output.name}-sweep-{time.strftime('%Y%m%d-%H%M%S')}"
-    if folder.exists() and not folder.is_dir():
-        raise AutolrError(f"--output {folder} is a file, not a folder")
-    if folder.is_dir() and any(folder.iterdir()) and not resume:
-        raise AutolrError(f"{folder} is not empty: add --resume to continue that sweep (finished cells are kept)")
-    return folder
+    from autolr.rundir import grid_folder
+
+    return grid_folder(recipe, output, resume, "sweep", "finished cells", _say)
 
 
 def _processes():

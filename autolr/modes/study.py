@@ -20,7 +20,6 @@ import itertools
 import json
 import re
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -184,19 +183,9 @@ def _slug(value: str) -> str:
 
 def study_folder(recipe: Recipe, output: str | Path | None, resume: bool) -> Path:
     """`--output`, a new `output.dir/<name>-study-<timestamp>`, or with --resume the newest such study."""
-    if output is None and resume:
-        root = Path(recipe.output.dir)
-        found = sorted(p for p in root.glob(f"{recipe.output.name}-study-*") if p.is_dir())
-        if not found:
-            raise AutolrError(f"--resume: no study of {recipe.output.name!r} under {root}/; pass --output DIR")
-        say(f"resuming the newest study of {recipe.output.name!r}: {found[-1]}")
-        return found[-1]
-    folder = Path(output) if output else Path(recipe.output.dir) / f"{recipe.output.name}-study-{time.strftime('%Y%m%d-%H%M%S')}"
-    if folder.exists() and not folder.is_dir():
-        raise AutolrError(f"--output {folder} is a file, not a folder")
-    if folder.is_dir() and any(folder.iterdir()) and not resume:
-        raise AutolrError(f"{folder} is not empty: add --resume to continue that study (finished runs are kept)")
-    return folder
+    from autolr.rundir import grid_folder
+
+    return grid_folder(recipe, output, resume, "study", "finished runs", say)
 
 
 def say(text: str) -> None:
