@@ -61,10 +61,25 @@ def test_a_partial_download_of_train_and_test_reads(cars_copy, tmp_path):
 
 
 def test_data_info_shows_the_class_disjoint_split_of_a_local_copy(cars_copy, tmp_path, capsys):
+    import logging
+
     from autolr.cli import main
 
-    assert main(["data", "info", "cars196", "--hub-id", str(cars_copy), "--cache-dir", str(tmp_path / "c")]) == 0
-    out = capsys.readouterr().out
+    # the "ignored" line is a log record: read it from the logger itself, wherever an earlier test in this
+    # process pointed the logger's console handler
+    records: list[str] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: records.append(record.getMessage())
+    logger = logging.getLogger("autolr")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        assert main(["data", "info", "cars196", "--hub-id", str(cars_copy), "--cache-dir", str(tmp_path / "c")]) == 0
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    out = capsys.readouterr().out + "\n".join(records)
     rows = {line.split("│")[1].strip(): line for line in out.splitlines() if line.count("│") > 4}
     assert set(rows) >= {"train", "test"} and "contrast" not in rows and "ignored" in out  # named, not shown
     assert [c.strip() for c in rows["test"].split("│")[2:4]] == ["8", "2"]
