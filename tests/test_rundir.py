@@ -150,7 +150,7 @@ def test_resume_state_is_new_in_an_empty_folder(tmp_path):
     assert rundir.resume_state(recipe) == "new"
 
 
-@pytest.mark.parametrize("n", [120, 5864, 4072])
+@pytest.mark.parametrize("n", [120, 5864, 4072, 1437, 4099])
 def test_split_batches_give_one_process_steps_per_epoch(n):
     """The per-process batch over 2 or 4 ranks gives the epoch the steps of the global batch on one, for
     plain and class-balanced batches (the 2-process launch in test_ddp_modes.py checks a real run)."""
@@ -161,5 +161,7 @@ def test_split_batches_give_one_process_steps_per_epoch(n):
     one = len(ClassBalancedBatchSampler(labels, 4, 40, 0, 0, 1))
     for world in (2, 4):
         assert len(EpochSampler(n, 0, True, 0, world)) // per_process_batch(40, world) == n // 40
+        shards = [list(EpochSampler(n, 0, True, rank, world)) for rank in range(world)]
+        assert len({len(s) for s in shards}) == 1 and len({i for s in shards for _, i in s}) == len(shards[0]) * world
     balanced = ClassBalancedBatchSampler(labels, 4, per_process_batch(40, 2, samples_per_class=4), 0, 0, 2)
     assert len(balanced) == one == n // 40

@@ -71,8 +71,10 @@ def _load_error(split: datasets.Dataset, index: int, error: Exception) -> str:
 class EpochSampler(Sampler):
     """Yields (epoch, index); the order is a permutation seeded by (seed, epoch), sharded by rank.
 
-    Each rank takes every `world`-th index of the same permutation (padded by wrapping so that every
-    rank has the same number of samples, as torch's DistributedSampler does).
+    Each rank takes every `world`-th index of the same permutation. Training (shuffled) drops the last
+    `n % world` indices, so that W ranks at batch B/W take exactly the steps one process takes at B
+    (floor(floor(n/W)/(B/W)) = floor(n/B)); evaluation pads by wrapping, as torch's DistributedSampler
+    does, and the gather trims the padding.
     """
 
     def __init__(self, n: int, seed: int, shuffle: bool, rank: int = 0, world: int = 1):
@@ -90,12 +92,12 @@ class EpochSampler(Sampler):
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         order = self._order()
-        total = -(-self.n // self.world) * self.world
-        order += order[: total - len(order)]
+        total = len(self) * self.world
+        order = order[:total] + order[: max(0, total - len(order))]
         return iter((self.epoch, i) for i in order[self.rank :: self.world])
 
     def __len__(self) -> int:
-        return -(-self.n // self.world)
+        return self.n // self.world if self.shuffle else -(-self.n // self.world)
 
 
 def make_loader(
