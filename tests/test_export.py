@@ -16,13 +16,7 @@ from autolr.cli import main
 from autolr.export import export_run
 from autolr.model import RetrievalNet, create_backbone, save_model
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: one torch thread per module
 
 
 def saved_run(path, name, drop_top, size=32):
