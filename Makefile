@@ -33,8 +33,11 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
+# ruff, then the import rules: import-linter's contracts (pyproject.toml) on the package laid out as it
+# installs, and no module importing another's private names (CONTRIBUTING.md, "The layers")
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/python tests/_layers.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -57,7 +57,7 @@ class Adapter:
 
     def truncate(self, model: nn.Module, drop_top: int) -> int:
         """Remove the top `drop_top` blocks in place; rebuilds pooling/head; returns the feature size."""
-        from autolr.adapters._surgery import truncate
+        from autolr.adapters.surgery import truncate
 
         name = getattr(model, "pretrained_cfg", {}).get("architecture", type(model).__name__)
         return truncate(model, self.block_map(model), drop_top, name, self.neck(model))
@@ -178,9 +178,6 @@ def load_plugins() -> None:
     for ep in entry_points(group="autolr.adapters"):
         _load_entry_point(ep)  # importing the module runs its @register_model / @register_adapter
     _LOADED = True  # only once all loaded: a failed plugin fails again, not silently on the next call
-
-
-_load_all = load_plugins  # the old private name, for callers that still use it
 
 
 def _load_entry_point(ep) -> None:

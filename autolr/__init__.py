@@ -21,20 +21,20 @@ if not (_here / "adapters").is_dir() and (_here.parent / "adapters" / "__init__.
 del _here
 
 _EXPORTS = {
-    "run": "autolr.engine",
-    "RunResult": "autolr.engine",
+    "run": "autolr.runner",
+    "RunResult": "autolr.runner",
     "load_recipe": "autolr.recipe",
     "Recipe": "autolr.recipe",
-    "recall_at_k": "autolr.metrics",
-    "map_at_r": "autolr.metrics",
-    "recall_and_map": "autolr.metrics",
+    "recall_at_k": "autolr.eval.metrics",
+    "map_at_r": "autolr.eval.metrics",
+    "recall_and_map": "autolr.eval.metrics",
     "load_model": "autolr.model",
-    "weight_variation": "autolr.lr",
-    "sorting_quality": "autolr.lr",
-    "initial_targets": "autolr.lr",
-    "repair_targets": "autolr.lr",
-    "renew_lrs": "autolr.lr",
-    "silo_max_lr": "autolr.silo",
+    "weight_variation": "autolr.train.autolr",
+    "sorting_quality": "autolr.train.autolr",
+    "initial_targets": "autolr.train.autolr",
+    "repair_targets": "autolr.train.autolr",
+    "renew_lrs": "autolr.train.autolr",
+    "silo_max_lr": "autolr.train.schedules",
     "AutolrError": "autolr.errors",
     "register_adapter": "autolr.adapters",
     "get_adapter": "autolr.adapters",
@@ -47,13 +47,19 @@ __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
     from autolr.adapters import Adapter, BlockMap, get_adapter, load_plugins, register_adapter
-    from autolr.engine import RunResult, run
     from autolr.errors import AutolrError
-    from autolr.lr import initial_targets, renew_lrs, repair_targets, sorting_quality, weight_variation
-    from autolr.metrics import map_at_r, recall_and_map, recall_at_k
+    from autolr.eval.metrics import map_at_r, recall_and_map, recall_at_k
     from autolr.model import load_model
     from autolr.recipe import Recipe, load_recipe
-    from autolr.silo import silo_max_lr
+    from autolr.runner import RunResult, run
+    from autolr.train.autolr import (
+        initial_targets,
+        renew_lrs,
+        repair_targets,
+        sorting_quality,
+        weight_variation,
+    )
+    from autolr.train.schedules import silo_max_lr
 
 
 def __getattr__(name: str):

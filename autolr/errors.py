@@ -5,3 +5,7 @@ class AutolrError(Exception):
     """A user-facing error: the CLI prints its message as one red line and exits with code 2."""
 
     exit_code = 2
+
+
+class Diverged(AutolrError):
+    """The loss became NaN or inf (a sweep or study counts such a run and goes on)."""

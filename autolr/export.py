@@ -38,7 +38,7 @@ class Export:
 
 def export_run(run: str | Path, output: str | Path, *, push: str | None = None, private: bool = False) -> Export:
     """Write RUN's backbone as a timm folder in `output`; with `push`, upload it to that hub repo."""
-    from autolr.evaluation import load_saved
+    from autolr.eval.saved import load_saved
 
     output = Path(output)
     _check_output(output)

@@ -146,7 +146,7 @@ def save_model(net: RetrievalNet, cfg: ModelConfig, run_dir: Path) -> None:
     """`model.safetensors` + `model.json`, each written atomically."""
     from safetensors.torch import save_file
 
-    from autolr._io import atomic_write, write_json
+    from autolr.fileio import atomic_write, write_json
     from autolr.weights import strip_wrappers
 
     # a loss's proxies are training state: they stay in the checkpoints, out of the exported model

@@ -69,7 +69,7 @@ def _check_checkpoint(checkpoint: str) -> None:
 
 
 def _check_depths(recipe: Recipe, blocks: int) -> None:
-    from autolr.adapters._surgery import check_depth
+    from autolr.adapters.surgery import check_depth
 
     name, prune = recipe.model.name, recipe.prune
     if prune.mode == "search":

@@ -14,14 +14,11 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
-from autolr import _io
+from autolr import fileio
 from autolr.errors import AutolrError
 from autolr.recipe import Recipe
-
-if TYPE_CHECKING:
-    from autolr.engine import Trainer
 
 log = logging.getLogger("autolr")
 T = TypeVar("T")
@@ -53,6 +50,12 @@ def main_reads(accelerator, read: Callable[[], T]) -> T:
     if kind == "crash":
         raise RuntimeError(f"the main process failed: {value}")
     return value
+
+
+def remove_if_unstarted(accelerator, rundir: RunDir) -> None:
+    """Whatever failed before the first epoch leaves no folder behind (the main process removes it)."""
+    if accelerator.is_main_process and not rundir.has_progress():
+        rundir.remove()
 
 
 def load_shared(accelerator, path: Path, on_main: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -100,7 +103,7 @@ class RunDir:
         if main:
             _prepare_folder(path, resume=resume, overwrite=overwrite)
             if not (resume and rundir.resume_state(recipe) == "finished"):  # it keeps the recipe it ran with
-                _io.write_text(path / "recipe.toml", recipe.to_toml())
+                fileio.write_text(path / "recipe.toml", recipe.to_toml())
         return rundir
 
     def resume_state(self, recipe: Recipe) -> str:
@@ -153,39 +156,31 @@ class RunDir:
         return json.loads((self.path / "metrics.json").read_text())
 
     def save_metrics(self, metrics: dict[str, Any]) -> None:
-        _io.write_json(self.path / "metrics.json", metrics)
+        fileio.write_json(self.path / "metrics.json", metrics)
 
     def initial_metrics(self) -> dict[str, Any] | None:
         f = self.checkpoints / "initial.json"
         return json.loads(f.read_text()) if f.is_file() else None
 
     def save_initial_metrics(self, metrics: dict[str, Any]) -> None:
-        _io.write_json(self.checkpoints / "initial.json", metrics)
+        fileio.write_json(self.checkpoints / "initial.json", metrics)
 
     def log(self, row: dict[str, Any]) -> None:
-        _io.append_jsonl(self.path / "log.jsonl", row)
+        fileio.append_jsonl(self.path / "log.jsonl", row)
 
     def wall_time(self) -> float:
         """Seconds of this run so far, across resumes."""
         return self._previous_wall_time + time.time() - self._started
 
     # -- checkpoints -----------------------------------------------------------------------------
-    def save_checkpoint(self, trainer: Trainer, keep: int) -> None:
-        """`checkpoints/epoch-NNNN.pt`: model, optimizer (with every group's LRs), RNG, loop state."""
+    def save_checkpoint(self, state: dict[str, Any], keep: int) -> None:
+        """`checkpoints/epoch-NNNN.pt` from a trainer's `checkpoint_state` (its "epoch" names the file),
+        with this run's wall time so far; keeps the newest `keep`."""
         import torch
 
-        state = {
-            "epoch": trainer.epoch,
-            "model": trainer.model.state_dict(),
-            "optimizer": trainer.optimizer.state_dict(),
-            "rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "extra": trainer.extra,
-            "scaler": trainer.accelerator.scaler.state_dict() if trainer.accelerator.scaler is not None else None,
-            "wall_time": self.wall_time(),
-        }
-        path = self.checkpoints / f"epoch-{trainer.epoch:04d}.pt"
-        _io.atomic_write(path, lambda p: torch.save(state, p))
+        state = {**state, "wall_time": self.wall_time()}
+        path = self.checkpoints / f"epoch-{state['epoch']:04d}.pt"
+        fileio.atomic_write(path, lambda p: torch.save(state, p))
         for old in sorted(self.checkpoints.glob("epoch-*.pt"))[:-keep]:
             old.unlink(missing_ok=True)
 
@@ -194,22 +189,23 @@ class RunDir:
         for f in self.checkpoints.glob("epoch-*.pt"):
             f.unlink(missing_ok=True)
 
-    def restore_checkpoint(self, trainer: Trainer) -> None:
-        """Load the newest readable checkpoint, if any, and cut `log.jsonl` back to its epoch.
+    def load_checkpoint(self, accelerator) -> dict[str, Any] | None:
+        """The newest readable checkpoint's contents (None: there is none), with `log.jsonl` cut back to
+        its epoch and the wall time carried on.
 
         The main process picks the file; every other rank loads that same file, or receives it from the
         main process where it cannot see it (several nodes without a shared file system)."""
-        acc = trainer.accelerator
-        name = main_reads(acc, self._newest_checkpoint)
+        name = main_reads(accelerator, self._newest_checkpoint)
         if name is None:
-            return
+            return None
         path = self.checkpoints / name
-        state = load_shared(acc, path, self._loaded if trainer.is_main else None)
+        state = load_shared(accelerator, path, self._loaded if accelerator.is_main_process else None)
         self._loaded = None
-        self._apply(trainer, state)
-        if trainer.is_main:
-            self._truncate_log(trainer.epoch)
-        log.info("resumed from %s (epoch %d done)", path.name, trainer.epoch)
+        self._previous_wall_time = state["wall_time"]
+        if accelerator.is_main_process:
+            self._truncate_log(state["epoch"])
+        log.info("resumed from %s (epoch %d done)", path.name, state["epoch"])
+        return state
 
     def _newest_checkpoint(self) -> str | None:
         import torch
@@ -222,25 +218,9 @@ class RunDir:
                 log.warning("skipping unreadable checkpoint %s (%s)", path.name, e)
         return None
 
-    def _apply(self, trainer: Trainer, state: dict[str, Any]) -> None:
-        import torch
-
-        from autolr.weights import strip_wrappers
-
-        trainer.model.load_state_dict(strip_wrappers(state["model"]))  # runs saved before the unwrap fix
-        trainer.optimizer.load_state_dict(state["optimizer"])  # moves the state onto the parameters' device
-        torch.set_rng_state(state["rng"].cpu())
-        if state["cuda_rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
-        trainer.extra.update(state["extra"])
-        if state.get("scaler") and trainer.accelerator.scaler is not None:
-            trainer.accelerator.scaler.load_state_dict(state["scaler"])
-        trainer.epoch = state["epoch"]
-        self._previous_wall_time = state["wall_time"]
-
     def _truncate_log(self, epoch: int) -> None:
-        rows = [r for r in _io.read_jsonl(self.path / "log.jsonl") if r.get("epoch", 0) <= epoch]
-        _io.write_text(self.path / "log.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+        rows = [r for r in fileio.read_jsonl(self.path / "log.jsonl") if r.get("epoch", 0) <= epoch]
+        fileio.write_text(self.path / "log.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
 
 
 # What a resumed run must share with the run it continues: these shape the network, the data or the

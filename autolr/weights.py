@@ -33,7 +33,9 @@ def create_timm_model(cfg: ModelConfig, image_size: int | str = "auto") -> nn.Mo
     """
     import timm
 
-    _load_plugins()  # a user's timm model, registered in an entry-point module, must resolve here
+    from autolr.adapters import load_plugins
+
+    load_plugins()  # a user's timm model, registered in an entry-point module, must resolve here
     base = check_model_name(cfg.name)
     kwargs = _size_kwargs(cfg.name, image_size)
     try:
@@ -48,12 +50,6 @@ def create_timm_model(cfg: ModelConfig, image_size: int | str = "auto") -> nn.Mo
     if kwargs:
         _check_size(model, base, kwargs["img_size"])
     return model
-
-
-def _load_plugins() -> None:
-    import autolr.adapters as adapters
-
-    (getattr(adapters, "load_plugins", None) or adapters._load_all)()
 
 
 def check_model_name(name: str) -> str:
@@ -299,7 +295,7 @@ def load_checkpoint(model: nn.Module, checkpoint: str | Path) -> None:
     Tolerated and logged: a classifier (the backbone has none), and the tensors of the blocks (and
     neck) that `model.drop_top` cut away, by their module paths before the cut. Nothing else.
     """
-    from autolr.adapters._surgery import dropped_paths
+    from autolr.adapters.surgery import dropped_paths
 
     state = read_state_dict(checkpoint)
     own = model.state_dict()

@@ -12,7 +12,7 @@ with `"constant"`, and prints one JSON object:
   of `train_one_epoch` minus its `seconds`), divided by the median trial epoch of the same run (a
   shared machine drifts too much between two runs for their epochs to be compared at the 2% level;
   constant_epoch_s and autolr_trial_s_median are there for that comparison all the same).
-- pieces_ms: `_snapshot`, `_restore`, the weight copy + `_weight_variation`, timed directly (median of 5)
+- pieces_ms: `snapshot`, `restore`, the weight copy + `measure_variation`, timed directly (median of 5)
   on the AutoLR run's own trained model. An epoch accepted at its first trial costs two snapshots (the
   start, and the best so far) and one weight copy + variation; each extra trial at most one restore,
   one snapshot and one weight copy + variation more: pieces_pct_of_epoch.
@@ -55,40 +55,41 @@ def main() -> None:
 def _timed_run(overrides: list[str], output: Path, fit: str) -> dict:
     """`autolr.run` with the epoch function `fit` wrapped to record its wall time and its trainer."""
     import autolr
-    from autolr import engine
+    from autolr.train import loop
 
     walls, seen = [], {}
-    inner = getattr(engine, fit)
+    inner = getattr(loop, fit)
 
-    def timed(trainer, epoch):
+    def timed(trainer, epoch, *args):
         start = time.perf_counter()
-        out = inner(trainer, epoch)
+        out = inner(trainer, epoch, *args)
         walls.append(time.perf_counter() - start)
         seen["trainer"] = trainer
         return out
 
-    setattr(engine, fit, timed)
+    setattr(loop, fit, timed)
     try:
         autolr.run(autolr.load_recipe("quickstart", overrides=overrides), output=output)
     finally:
-        setattr(engine, fit, inner)
+        setattr(loop, fit, inner)
     rows = [json.loads(line) for line in (output / "log.jsonl").read_text().splitlines()]
     return {"walls": walls, "trainer": seen["trainer"], "rows": rows}
 
 
 def _pieces_ms(trainer) -> dict[str, float]:
     """The per-trial machinery timed directly on a real model and optimizer (median of 5, in ms)."""
-    from autolr.engine import _block_weights, _restore, _snapshot, _weight_variation
+    from autolr.train.autolr import block_weights, measure_variation
+    from autolr.train.snapshots import restore, snapshot
 
-    snap = _snapshot(trainer)
+    snap = snapshot(trainer)
 
     def weight_copy_and_variation():
-        before = [[w.detach().clone() for w in ws] for ws in _block_weights(trainer)]
-        _weight_variation(trainer, before)
+        before = [[w.detach().clone() for w in ws] for ws in block_weights(trainer)]
+        measure_variation(trainer, before)
 
     return {
-        "snapshot": _median_ms(lambda: _snapshot(trainer)),
-        "restore": _median_ms(lambda: _restore(trainer, snap)),
+        "snapshot": _median_ms(lambda: snapshot(trainer)),
+        "restore": _median_ms(lambda: restore(trainer, snap)),
         "weight_copy_and_variation": _median_ms(weight_copy_and_variation),
     }
 

@@ -76,7 +76,7 @@ def run_pretrain(args: argparse.Namespace) -> dict:
 
 
 def run_target_study(args: argparse.Namespace, pretrain: dict) -> dict:
-    from autolr.modes.study import parse_arm, run_study
+    from autolr.experiments.study import parse_arm, run_study
 
     overrides = [f"data.root={json.dumps(str(args.target))}", f"model.checkpoint={json.dumps(pretrain['run'])}",
                  *args.study_set]

@@ -65,7 +65,7 @@ def main() -> None:
     import torch
 
     from autolr.data import load_data, protocol
-    from autolr.data._build import quiet_progress
+    from autolr.data.build import quiet_progress
     from autolr.data.prepare import prepare_dataset
     from autolr.data.transforms import build_transforms
     from autolr.recipe import DataConfig

@@ -134,7 +134,7 @@ def _tool(tool: str, ks: list[int]):
     if tool == "autolr_map":
         return lambda x, y: {"map@r": autolr.map_at_r(x, y)}
     if tool == "autolr_both":
-        from autolr.metrics import recall_and_map
+        from autolr.eval.metrics import recall_and_map
 
         def both(x, y):
             recalls, map_r = recall_and_map(x, y, ks)

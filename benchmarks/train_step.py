@@ -23,7 +23,7 @@ from _common import stdout_to_stderr
 
 
 class _Batches:
-    """An in-memory stand-in for the engine's DataLoader: the same batches every epoch."""
+    """An in-memory stand-in for the loop's DataLoader: the same batches every epoch."""
 
     def __init__(self, batches):
         self.batches, self.batch_sampler = batches, None
@@ -43,9 +43,9 @@ def build(args):
     import timm
     from accelerate import Accelerator
 
-    from autolr.engine import Trainer, _init_lrs
     from autolr.model import RetrievalNet, param_groups
     from autolr.recipe import parse_recipe
+    from autolr.train.loop import Trainer, init_lrs
 
     recipe = parse_recipe({
         "model": {"name": args.model, "pretrained": False},
@@ -65,7 +65,7 @@ def build(args):
     ]
     net, opt = acc.prepare(net, opt)
     trainer = Trainer(recipe, acc, net, opt, _Batches(batches), {}, [1], rundir=None)
-    _init_lrs(trainer)
+    init_lrs(trainer)
     return trainer, batches, fmt
 
 
@@ -89,7 +89,7 @@ def plain_epoch(trainer, batches, fmt) -> float:
 
 
 def autolr_epoch(trainer) -> float:
-    from autolr.engine import train_one_epoch
+    from autolr.train.loop import train_one_epoch
 
     start = time.perf_counter()
     stats = train_one_epoch(trainer, 0)
@@ -100,15 +100,15 @@ def autolr_epoch(trainer) -> float:
 
 
 def quiet_autolr_epoch(trainer) -> float:
-    """`autolr_epoch` with the engine's progress bar replaced by a no-op."""
-    from autolr import engine
+    """`autolr_epoch` with the loop's progress bar replaced by a no-op."""
+    from autolr.train import loop
 
-    bar = engine._progress
-    engine._progress = _NoBar
+    bar = loop.ProgressBar
+    loop.ProgressBar = _NoBar
     try:
         return autolr_epoch(trainer)
     finally:
-        engine._progress = bar
+        loop.ProgressBar = bar
 
 
 class _NoBar:

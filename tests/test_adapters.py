@@ -8,8 +8,8 @@ import pytest
 import timm
 import torch
 from autolr.adapters import Adapter, BlockMap, get_adapter, register_adapter, split_parameters
-from autolr.adapters._surgery import valid_depths
 from autolr.adapters.generic import GenericAdapter, feature_info_stages
+from autolr.adapters.surgery import valid_depths
 
 from autolr.cli import main
 from autolr.errors import AutolrError

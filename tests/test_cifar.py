@@ -5,7 +5,7 @@ import pytest
 from _fake_datasets import make_cifar10, make_cifar100, pixels
 
 from autolr.data import load_data, protocol
-from autolr.data._build import labels_of
+from autolr.data.build import labels_of
 from autolr.errors import AutolrError
 from autolr.recipe import DataConfig
 
@@ -78,7 +78,7 @@ def test_hub_copy_uses_its_train_and_test_and_the_fine_label(monkeypatch):
         return datasets.Dataset.from_dict({"img": images, "fine_label": [i % 3 for i in range(n)],
                                            "coarse_label": [0] * n}, features=features)
 
-    monkeypatch.setattr(hub, "_download", lambda name, hub_id, splits: datasets.DatasetDict(train=part(6), test=part(3)))
+    monkeypatch.setattr(hub, "download_splits", lambda name, hub_id, splits: datasets.DatasetDict(train=part(6), test=part(3)))
     bundle = load_data(DataConfig(name="cifar100", strict_counts=False))
     assert bundle.source == "hub:uoft-cs/cifar100" and labels_of(bundle.train) == [0, 1, 2, 0, 1, 2]
     assert bundle.test[0]["image"].mode == "RGB" and bundle.task == "classification"

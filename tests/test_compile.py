@@ -36,7 +36,7 @@ def test_unwrapping_a_compiled_model_leaves_the_wrapper_as_it_was():
     net, dropping the DDP module under it: its no_sync then skips nothing. DataParallel stands for DDP."""
     from accelerate import Accelerator
 
-    from autolr.engine import Trainer
+    from autolr.train.loop import Trainer
 
     net = RetrievalNet(create_backbone(ModelConfig(name="test_resnet", pretrained=False)), num_classes=3)
     parallel = torch.nn.DataParallel(net)
@@ -49,7 +49,7 @@ def test_unwrapping_a_compiled_model_leaves_the_wrapper_as_it_was():
 
 def test_a_compiled_run_evaluates_reloads_and_resumes_without_compile(tmp_path, monkeypatch):
     # dynamo's "eager" backend: the same OptimizedModule wrapper (what put `_orig_mod.` in the keys) without
-    # inductor's minutes of CPU code generation; tests/test_engine.py compiles with inductor itself
+    # inductor's minutes of CPU code generation; tests/test_loop.py compiles with inductor itself
     compile_ = torch.compile
     monkeypatch.setattr(torch, "compile", lambda model, **kw: compile_(model, **{"backend": "eager", **kw}))
     out = tmp_path / "run"

@@ -24,7 +24,7 @@ from _fake_datasets import (
 )
 
 from autolr.data import STANDARD_KS, load_data, protocol
-from autolr.data._build import labels_of
+from autolr.data.build import labels_of
 from autolr.errors import AutolrError
 from autolr.recipe import DataConfig
 
@@ -218,7 +218,7 @@ def test_a_file_broken_inside_fails_in_training_naming_it_and_the_fix(fake, cfg,
 
 
 def test_a_damaged_stored_image_names_its_row_and_the_fix():
-    from autolr.data._build import make_split
+    from autolr.data.build import make_split
 
     split = make_split([{"bytes": b"junk", "path": "a/1.jpg"}], [0], ["a"])
     with pytest.raises(AutolrError, match=r"image 0 of the split \(stored in the dataset, from a/1.jpg.*autolr data prepare"):
@@ -339,7 +339,7 @@ def _hub_copy(classes: int, per_class: int):
     """A classification-split copy: every class in both train and test, like the hub's CUB and Cars."""
     import datasets
 
-    from autolr.data._build import make_split
+    from autolr.data.build import make_split
 
     def part(offset: int):
         rows = [(c, j) for c in range(classes) for j in range(per_class)]
@@ -362,7 +362,7 @@ def _png(c: int, j: int) -> bytes:
 def test_hub_copy_is_rebuilt_class_disjoint(monkeypatch, cfg):
     from autolr.data import hub
 
-    monkeypatch.setattr(hub, "_download", lambda name, hub_id, splits: _hub_copy(classes=6, per_class=2))
+    monkeypatch.setattr(hub, "download_splits", lambda name, hub_id, splits: _hub_copy(classes=6, per_class=2))
     monkeypatch.setitem(hub.NUM_CLASSES, "cub200", 6)
     monkeypatch.setitem(protocol.TRAIN_CLASSES, "cub200", 3)
     monkeypatch.setitem(protocol.KNOWN_SIZES, "cub200", {"train": (12, 3), "test": (12, 3)})
@@ -376,7 +376,7 @@ def test_hub_copy_is_rebuilt_class_disjoint(monkeypatch, cfg):
 def test_hub_copy_with_the_wrong_classes_is_refused(monkeypatch, cfg):
     from autolr.data import hub
 
-    monkeypatch.setattr(hub, "_download", lambda name, hub_id, splits: _hub_copy(classes=6, per_class=2))
+    monkeypatch.setattr(hub, "download_splits", lambda name, hub_id, splits: _hub_copy(classes=6, per_class=2))
     with pytest.raises(AutolrError, match="has 6 classes, cars196 has 196"):
         load_data(cfg("cars196", ""))
 
@@ -400,7 +400,7 @@ def test_sop_and_inshop_have_no_hub_copy(name, cfg):
 def test_cli_prepare_and_info(fake, tmp_path):
     from typer.testing import CliRunner
 
-    from autolr._cli_data import app
+    from autolr.cli.data import app
 
     built = fake("sop")
     cache = str(tmp_path / "cache")

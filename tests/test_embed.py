@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 import autolr
 from autolr.cli import main
-from autolr.embed import read_embeddings, score_embeddings
+from autolr.eval.embed import read_embeddings, score_embeddings
 
 TINY = [
     "model.name=test_resnet", "data.image_size=16", "data.workers=0", "data.batch_size=64", "eval.batch_size=512",
@@ -67,7 +67,7 @@ def test_image_files_and_folders_are_embedded_unlabelled_in_order(run_dir, tmp_p
     assert emb.items == [str(single), str(folder / "b.png"), str(folder / "sub" / "a.jpg")]
     assert emb.labels.tolist() == [-1, -1, -1] and emb.meta["flip"] is False
     net = autolr.load_model(run_dir)
-    from autolr.evaluation import eval_transform, load_saved
+    from autolr.eval.saved import eval_transform, load_saved
 
     test_tf, _ = eval_transform(net, load_saved(run_dir).recipe)
     with torch.no_grad():

@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 import autolr
-from autolr.cam import default_blocks, grad_cam
 from autolr.cli import main
+from autolr.eval.cam import default_blocks, grad_cam
 from autolr.model import RetrievalNet
 
 TINY = [  # a name with its pretrained tag, as the paper recipes give theirs (resnet50.tv_in1k)
@@ -90,7 +90,7 @@ def test_grad_cam_maps_are_normalised_at_input_size(model, target):
     backbone = timm.create_model(model, pretrained=False, num_classes=0)
     net = RetrievalNet(backbone, 3).eval()
     size = backbone.pretrained_cfg["input_size"][-1]
-    from autolr.cam import block_modules
+    from autolr.eval.cam import block_modules
 
     modules = block_modules(backbone, model)
     cams = grad_cam(net, torch.randn(2, 3, size, size), [modules[0], modules[-1]], target)
@@ -139,7 +139,7 @@ def test_cam_names_an_unreadable_image(run_dir, tmp_path, capsys):
 
 
 def test_cam_of_a_run_without_a_classification_head_asks_for_the_embedding_target(run_dir, images, capsys, monkeypatch):
-    import autolr.evaluation as evaluation
+    import autolr.eval.saved as evaluation
 
     load = evaluation.load_saved
 

@@ -13,7 +13,7 @@ import pytest
 from _fake_datasets import CARS_CARD, CIFAR10_CARD, CIFAR100_CARD, CUB_CARD, make_cub, make_hub_copy
 
 from autolr.data import check_source, hub, load_data, protocol
-from autolr.data._build import labels_of
+from autolr.data.build import labels_of
 from autolr.errors import AutolrError
 from autolr.recipe import DataConfig
 
@@ -227,7 +227,7 @@ def test_check_source_needs_the_index_files_not_the_images(tmp_path):
 
 
 def test_a_run_trains_on_a_local_cars_copy(cars_copy, tmp_path):
-    """`autolr run ... --set data.hub_id=DIR`: the engine reads the copy's real train + test images only."""
+    """`autolr run ... --set data.hub_id=DIR`: the run reads the copy's real train + test images only."""
     import json
 
     from autolr.cli import main

@@ -5,7 +5,7 @@ import logging
 import pytest
 import torch
 
-from autolr.lr import (
+from autolr.train.autolr import (
     TARGET_FLOOR,
     accept,
     block_variations,
@@ -106,7 +106,7 @@ def test_acceptance_rules_at_the_boundary():
 def test_small_k_and_ties_in_targets():
     """Hand-computed: K = 1 and 2 for both target rules, and a tie that makes the ramp flat."""
     from autolr import initial_targets, repair_targets
-    from autolr.lr import TARGET_FLOOR
+    from autolr.train.autolr import TARGET_FLOOR
 
     assert initial_targets([0.3]) == [0.3]
     assert initial_targets([0.1, 1.0]) == pytest.approx([0.2, 0.4])  # 2 * 0.1 up to 0.4 * 1.0

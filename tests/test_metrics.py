@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from autolr import metrics
-from autolr.metrics import map_at_r, recall_and_map, recall_at_k
+from autolr.eval import metrics
+from autolr.eval.metrics import map_at_r, recall_and_map, recall_at_k
 
 
 @pytest.fixture(params=["symmetric", "plain"])

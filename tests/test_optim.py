@@ -154,16 +154,17 @@ def test_an_autolr_trial_replays_exactly_from_its_snapshot(tmp_path, name):
     weights all restart)."""
     from accelerate import Accelerator
 
-    from autolr.engine import _restore, _snapshot, setup, train_one_epoch
     from autolr.rundir import RunDir
+    from autolr.train.loop import setup, train_one_epoch
+    from autolr.train.snapshots import restore, snapshot
 
     recipe = autolr.load_recipe("quickstart", [*TINY, f"train.optimizer={name}", "data.batch_size=128"])
     rundir = RunDir.open(recipe, output=tmp_path / "run", resume=False, overwrite=False)
     trainer = setup(recipe, Accelerator(cpu=True), rundir)
-    start = _snapshot(trainer)
+    start = snapshot(trainer)
     runs = []
     for _ in range(2):
-        _restore(trainer, start)
+        restore(trainer, start)
         optim.reset_state(trainer.optimizer)
         train_one_epoch(trainer, 0)
         runs.append([p.detach().clone() for p in trainer.model.parameters()])

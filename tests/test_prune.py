@@ -11,7 +11,7 @@ from PIL import Image
 
 import autolr
 from autolr.cli import main
-from autolr.prune import choose_depth
+from autolr.modes.depth_search import choose_depth
 
 
 def test_choose_depth_stops_at_the_first_drop_and_costs_p_plus_2():

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from autolr import pruning
+from autolr.train import weight_pruning as pruning
 
 
 def net():

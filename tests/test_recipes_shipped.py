@@ -69,7 +69,7 @@ def test_paper_recipes_use_the_papers_torchvision_weights(name):
 
 
 def test_the_cyclic_recipe_starts_at_lr_min_as_its_comment_says():
-    from autolr.schedules import lr_factor
+    from autolr.train.schedules import lr_factor
 
     t = load_recipe("table5_cyclic").train
     assert t.lr * lr_factor(t, epoch=0) == pytest.approx(t.lr_min)

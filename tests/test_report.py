@@ -10,9 +10,9 @@ from _fake_datasets import make_imagefolder
 from PIL import Image
 
 import autolr
-from autolr import report
 from autolr.cli import main
-from autolr.recipe import Recipe, _toml_value
+from autolr.recipe import Recipe, toml_value
+from autolr.report import compare, plots, runs, summary
 
 K = 4  # blocks in the fabricated runs
 GROUPS = ["stem", *(f"block{i}" for i in range(1, K + 1)), "head"]
@@ -25,7 +25,7 @@ def make_run(path, settings=(), rows=(), metrics=None):
         section, name = key.split(".")
         data[section][name] = value
     path.mkdir(parents=True)
-    toml = [f"[{s}]\n" + "".join(f"{k} = {_toml_value(v)}\n" for k, v in values.items()) for s, values in data.items()]
+    toml = [f"[{s}]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in values.items()) for s, values in data.items()]
     (path / "recipe.toml").write_text("\n".join(toml))
     (path / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     if metrics is not None:
@@ -70,7 +70,7 @@ def assert_png(path):
 
 def test_autolr_run_gets_every_training_plot_and_a_summary(tmp_path):
     run = autolr_run(tmp_path / "auto")
-    written = report.write_report(run)
+    written = summary.write_report(run)
     names = {p.name for p in written}
     assert names == {"weight_variation.png", "weight_variation_trials.png", "lr_per_group.png", "sorting_quality.png",
                      "loss.png", "test_metrics.png", "summary.md"}
@@ -86,17 +86,17 @@ def test_autolr_run_gets_every_training_plot_and_a_summary(tmp_path):
 
 
 def test_weight_variation_falls_back_to_the_kept_trial_and_lr_names_to_stem_blocks_head(tmp_path):
-    run = report.read_run(autolr_run(tmp_path / "auto"))
-    assert [e for e, _ in report._epoch_variation(run)] == [1, 2, 3]
-    assert report._epoch_variation(run)[2][1] == trial(3, 1, 1.0, True)["v"]  # epoch 3's row has no "v"
-    assert report._group_names({"lrs": [0.1] * 4}) == ["stem", "block1", "block2", "head"]
-    assert report._group_names({"lrs": [0.1] * 3, "groups": ["stem", "neck", "head"]}) == ["stem", "neck", "head"]
+    run = runs.read_run(autolr_run(tmp_path / "auto"))
+    assert [e for e, _ in plots._epoch_variation(run)] == [1, 2, 3]
+    assert plots._epoch_variation(run)[2][1] == trial(3, 1, 1.0, True)["v"]  # epoch 3's row has no "v"
+    assert plots._group_names({"lrs": [0.1] * 4}) == ["stem", "block1", "block2", "head"]
+    assert plots._group_names({"lrs": [0.1] * 3, "groups": ["stem", "neck", "head"]}) == ["stem", "neck", "head"]
 
 
 def test_plain_schedule_without_trials_skips_the_autolr_plots_and_says_so(tmp_path):
     rows = [epoch(1), epoch(2)]  # an older folder: no "groups", no "v"
     run = make_run(tmp_path / "plain", [("train.schedule", "step")], rows, final(0.7))
-    assert {p.name for p in report.write_report(run)} == {"lr_per_group.png", "loss.png", "test_metrics.png",
+    assert {p.name for p in summary.write_report(run)} == {"lr_per_group.png", "loss.png", "test_metrics.png",
                                                            "summary.md"}
     md = (run / "report" / "summary.md").read_text()
     assert "- `weight_variation.png`: no data in this run" in md and "AutoLR trials" not in md
@@ -108,7 +108,7 @@ def test_depth_search_plots_its_candidates(tmp_path):
              "estimator": "full"} for d, s in [(0, 0.6), (1, 0.62), (2, 0.63), (3, 0.5)]]
     run = make_run(tmp_path / "search", [("prune.mode", "search")], [*rows, epoch(1)],
                    final(0.7, **{"prune.depth": 2, "drop_top": 2}))
-    report.write_report(run)
+    summary.write_report(run)
     assert_png(run / "report" / "prune_candidates.png")
     md = (run / "report" / "summary.md").read_text()
     assert "Chosen: drop the top 2 blocks." in md and "| 2 | 63.00 | 3.0 |" in md
@@ -128,11 +128,11 @@ def test_silo_cycles_report_and_compare(tmp_path):
     a = silo_run(tmp_path / "silo-a", "silo", [0.8, 0.79, 0.78, 0.7], in_log=True)
     b = silo_run(tmp_path / "silo-b", "warmup", [0.8, 0.75, 0.7], in_log=False)  # cycles only in metrics.json
     for run in (a, b):
-        report.write_report(run)
+        summary.write_report(run)
         assert_png(run / "report" / "pruning_cycles.png")
     assert "| 3 | 51.2 | 0.0600 | 70.00 |" in (a / "report" / "summary.md").read_text()
 
-    result = report.write_comparison([a, b], tmp_path / "cmp")
+    result = compare.write_comparison([a, b], tmp_path / "cmp")
     assert [p.name for p in result.files] == ["compare.md", "compare.csv", "compare_cycles.csv", "compare_cycles.png"]
     assert_png(tmp_path / "cmp" / "compare_cycles.png")
     rows = list(csv.reader((tmp_path / "cmp" / "compare_cycles.csv").open()))
@@ -179,10 +179,10 @@ def test_a_failing_plot_is_a_warning_and_the_rest_is_written(tmp_path, monkeypat
     def broken(run):
         raise ValueError("bad data")
 
-    monkeypatch.setitem(report.PLOTS, "loss.png", ("Training loss", broken))
+    monkeypatch.setitem(plots.PLOTS, "loss.png", ("Training loss", broken))
     run = autolr_run(tmp_path / "auto")
     with caplog.at_level(logging.WARNING, logger="autolr"):
-        written = report.write_report(run)
+        written = summary.write_report(run)
     assert "loss.png" not in {p.name for p in written} and (run / "report" / "test_metrics.png").exists()
     assert "could not draw loss.png: ValueError: bad data" in caplog.text
     assert "- `loss.png`: failed (ValueError: bad data)" in (run / "report" / "summary.md").read_text()
@@ -220,8 +220,8 @@ def lr_run(path, blocks=16, epochs=6, every=None):
 
 
 def test_lr_plot_is_a_block_by_epoch_heatmap_with_the_head_apart(tmp_path):
-    run = report.read_run(lr_run(tmp_path / "deep"))
-    fig = report.plot_lrs(run)
+    run = runs.read_run(lr_run(tmp_path / "deep"))
+    fig = plots.plot_lrs(run)
     lines, heat = fig.axes[0], fig.axes[1]
     assert [line.get_label() for line in lines.get_lines()] == ["stem", "neck", "head", "block1 (lowest)", "block16 (highest)"]
     mesh = heat.collections[0].get_array().reshape(16, 6)  # [block, epoch]
@@ -231,12 +231,12 @@ def test_lr_plot_is_a_block_by_epoch_heatmap_with_the_head_apart(tmp_path):
 
 
 def test_test_metrics_join_only_epochs_measured_one_apart(tmp_path):
-    run = report.read_run(lr_run(tmp_path / "gaps", blocks=4, epochs=6, every=3))  # measured: 0, 3, 6
-    fig = report.plot_test_metrics(run)
+    run = runs.read_run(lr_run(tmp_path / "gaps", blocks=4, epochs=6, every=3))  # measured: 0, 3, 6
+    fig = plots.plot_test_metrics(run)
     segments = [tuple(line.get_xdata()) for line in fig.axes[0].get_lines() if line.get_linestyle() != "None"]
     assert segments == []  # 0 -> 3 -> 6: nothing drawn through epochs 1, 2, 4, 5
     markers = {line.get_label(): list(line.get_xdata()) for line in fig.axes[0].get_lines() if line.get_linestyle() == "None"}
     assert markers["recall@1"] == [0, 3, 6] and markers["map@r"] == [0, 3, 6]
-    run = report.read_run(lr_run(tmp_path / "every", blocks=4, epochs=3, every=1))
-    segments = [tuple(line.get_xdata()) for line in report.plot_test_metrics(run).axes[0].get_lines() if line.get_linestyle() != "None"]
+    run = runs.read_run(lr_run(tmp_path / "every", blocks=4, epochs=3, every=1))
+    segments = [tuple(line.get_xdata()) for line in plots.plot_test_metrics(run).axes[0].get_lines() if line.get_linestyle() != "None"]
     assert (0, 1) in segments and (2, 3) in segments

@@ -11,12 +11,12 @@ from _fake_datasets import make_imagefolder, make_inshop
 from PIL import Image
 
 import autolr
-from autolr import embed as embed_module
-from autolr import retrievals
 from autolr.cli import main
 from autolr.data import protocol
-from autolr.metrics import nearest_neighbours, recall_at_k
-from autolr.retrievals import Grid, Row, draw_grid, make_grid, pick_queries
+from autolr.eval import embed as embed_module
+from autolr.eval.metrics import nearest_neighbours, recall_at_k
+from autolr.report import retrievals
+from autolr.report.retrievals import Grid, Row, draw_grid, make_grid, pick_queries
 
 TINY = [
     "model.name=test_resnet", "data.image_size=16", "data.workers=0", "data.batch_size=64", "eval.batch_size=512",
@@ -92,7 +92,7 @@ def test_grid_rows_are_the_ranking_and_in_shop_neighbours_come_from_the_gallery(
 
 
 def test_borders_are_green_for_the_same_class_and_names_show(tmp_path):
-    from autolr.data._build import make_split  # noqa: PLC0415 - the same builder every dataset uses
+    from autolr.data.build import make_split  # noqa: PLC0415 - the same builder every dataset uses
 
     images = [Image.new("RGB", (12, 10), (40 * i, 0, 0)) for i in range(4)]
     split = make_split(images, [0, 0, 1, 1], ["Black_footed_Albatross", "Laysan_Albatross"])
@@ -123,7 +123,7 @@ def test_a_run_ends_with_a_grid_of_recall_at_ks_own_neighbours(run_dir, tmp_path
     saved = json.loads((report / "retrievals.json").read_text())["grid"]
     assert saved["k"] == 4 and len(saved["rows"]) == 8  # k = max(eval.recall_at) = 4
     assert main(["embed", str(run_dir), "--output", str(tmp_path / "e.safetensors"), "--device", "cpu"]) == 0
-    from autolr.embed import read_embeddings
+    from autolr.eval.embed import read_embeddings
 
     q, ql = read_embeddings(tmp_path / "e.safetensors").part("test")
     idx, _ = nearest_neighbours(q, 4)

@@ -99,12 +99,12 @@ def test_resume_with_another_network_is_refused_and_the_run_keeps_its_recipe(fin
 
 
 def test_ctrl_c_exits_130_and_says_how_to_resume(tmp_path, monkeypatch, capsys):
-    from autolr import engine
+    from autolr.train import loop
 
     def interrupted(trainer):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(engine, "fit", interrupted)
+    monkeypatch.setattr(loop, "fit", interrupted)
     out = tmp_path / "run"
     args = [a for item in [*TINY, "train.epochs=1"] for a in ("--set", item)]
     assert main(["run", "quickstart", "--output", str(out), *args]) == 130

@@ -8,11 +8,11 @@ import torch
 from safetensors.torch import save_file
 
 import autolr
-from autolr import _io
+from autolr import fileio
 from autolr import rundir as rundir_module
-from autolr.engine import per_process_batch
 from autolr.errors import AutolrError
 from autolr.rundir import RunDir, check_resumable, load_shared, main_reads
+from autolr.train.accel import per_process_batch
 
 TINY = ["model.name=test_resnet", "model.pretrained=false", "data.image_size=16", "train.epochs=2"]
 
@@ -34,9 +34,9 @@ def test_the_global_batch_splits_over_the_processes_or_names_the_nearest_sizes()
 def test_every_run_file_gets_the_umask_mode_whoever_writes_it(tmp_path):
     old = os.umask(0o027)
     try:
-        _io.atomic_write(tmp_path / "model.safetensors", lambda p: save_file({"w": torch.zeros(2)}, str(p)))
-        _io.write_json(tmp_path / "metrics.json", {})
-        _io.atomic_write(tmp_path / "ckpt.pt", lambda p: torch.save({}, p))
+        fileio.atomic_write(tmp_path / "model.safetensors", lambda p: save_file({"w": torch.zeros(2)}, str(p)))
+        fileio.write_json(tmp_path / "metrics.json", {})
+        fileio.atomic_write(tmp_path / "ckpt.pt", lambda p: torch.save({}, p))
     finally:
         os.umask(old)
     modes = {f.name: f.stat().st_mode & 0o777 for f in tmp_path.iterdir()}
@@ -46,11 +46,11 @@ def test_every_run_file_gets_the_umask_mode_whoever_writes_it(tmp_path):
 def _finished(tmp_path, *, epochs=2, split="test", checkpoint=True):
     recipe = autolr.load_recipe("quickstart", TINY)
     rundir = RunDir.open(recipe, output=tmp_path / "run", resume=False, overwrite=False)
-    _io.write_json(rundir.path / "metrics.json", {"epochs": epochs, "split": split})
+    fileio.write_json(rundir.path / "metrics.json", {"epochs": epochs, "split": split})
     if split == "test":
-        _io.write_text(rundir.path / "model.safetensors", "")
+        fileio.write_text(rundir.path / "model.safetensors", "")
     if checkpoint:
-        _io.write_text(rundir.checkpoints / f"epoch-{epochs:04d}.pt", "")
+        fileio.write_text(rundir.checkpoints / f"epoch-{epochs:04d}.pt", "")
     return rundir
 
 
@@ -91,12 +91,12 @@ def test_the_initial_scores_alone_are_no_progress_and_go_with_the_folder(tmp_pat
 
 
 def test_a_failure_of_any_kind_before_the_first_epoch_leaves_no_folder(tmp_path, monkeypatch):
-    from autolr import engine
+    from autolr.train import loop
 
     def broken(trainer):  # as a fixed-size model fed the wrong size does, inside timm
         raise AssertionError("Input height (16) doesn't match model (224).")
 
-    monkeypatch.setattr(engine, "evaluate", broken)
+    monkeypatch.setattr(loop, "evaluate", broken)
     with pytest.raises(AssertionError):
         autolr.run(autolr.load_recipe("quickstart", [*TINY, "data.workers=0"]), output=tmp_path / "run")
     assert not (tmp_path / "run").exists()
@@ -154,8 +154,7 @@ def test_resume_state_is_new_in_an_empty_folder(tmp_path):
 def test_split_batches_give_one_process_steps_per_epoch(n):
     """The per-process batch over 2 or 4 ranks gives the epoch the steps of the global batch on one, for
     plain and class-balanced batches (the 2-process launch in test_ddp_modes.py checks a real run)."""
-    from autolr.data.loader import EpochSampler
-    from autolr.data.sampler import ClassBalancedBatchSampler
+    from autolr.data.sampler import ClassBalancedBatchSampler, EpochSampler
 
     labels = [i % 12 for i in range(n)]
     one = len(ClassBalancedBatchSampler(labels, 4, 40, 0, 0, 1))

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from autolr.recipe import TrainConfig
-from autolr.schedules import apply_lrs, layer_decay_scales, lr_factor
+from autolr.train.schedules import apply_lrs, layer_decay_scales, lr_factor
 
 STEPS = 4
 

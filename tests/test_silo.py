@@ -10,10 +10,11 @@ from _fake_datasets import make_cifar10, make_cub
 from safetensors.torch import load_file
 
 import autolr
-from autolr import engine
 from autolr.errors import AutolrError
+from autolr.modes import iterative
+from autolr.modes.iterative import check_recipe
 from autolr.recipe import PruneConfig
-from autolr.silo import check_recipe, cycle_factor, cycle_lr, silo_max_lr
+from autolr.train.schedules import cycle_factor, cycle_lr, silo_max_lr
 
 TINY = [
     "model.name=test_resnet", "model.pretrained=false", "data.image_size=16", "data.workers=0", "data.batch_size=8",
@@ -122,21 +123,21 @@ def test_silo_run_logs_every_cycle_and_exports_zeros(silo_run):
 
 def test_an_interrupted_run_resumes_with_its_masks(cub, silo_run, tmp_path, monkeypatch):
     recipe = autolr.load_recipe("quickstart", [*TINY, *cub, *SILO])
-    original = engine.train_one_epoch
+    original = iterative.train_one_epoch
 
     def stop_in_cycle_2(trainer, epoch):
         if epoch == 5:  # cycle 2's second epoch: its first is checkpointed
             raise KeyboardInterrupt
         return original(trainer, epoch)
 
-    monkeypatch.setattr(engine, "train_one_epoch", stop_in_cycle_2)
+    monkeypatch.setattr(iterative, "train_one_epoch", stop_in_cycle_2)
     with pytest.raises(KeyboardInterrupt):
         autolr.run(recipe, output=tmp_path / "run")
     masks, state = masks_in(tmp_path / "run" / "checkpoints" / "epoch-0005.pt")
     kept = sum(int(m.sum()) for m in masks.values()) / sum(m.numel() for m in masks.values())
     assert kept == pytest.approx(0.64, abs=1e-3)
     assert all(bool((state[f"{n}_orig"][m == 0] == 0).all()) for n, m in masks.items())
-    monkeypatch.setattr(engine, "train_one_epoch", original)
+    monkeypatch.setattr(iterative, "train_one_epoch", original)
     resumed = autolr.run(recipe, output=tmp_path / "run", resume=True)
     assert [c["score"] for c in resumed.metrics["cycles"]] == [c["score"] for c in silo_run.metrics["cycles"]]
     assert resumed.metrics["recall@1"] == silo_run.metrics["recall@1"]
@@ -180,7 +181,7 @@ def test_rewinding_puts_the_survivors_back(cub, tmp_path):
 def test_oracle_branches_every_candidate_from_the_same_pruned_state(tmp_path, monkeypatch):
     fake = make_cifar10(tmp_path / "data", classes=4, per_class=5)
     starts = {}
-    original = engine.train_one_epoch
+    original = iterative.train_one_epoch
 
     def record(trainer, epoch):
         if epoch == 1:  # cycle 1's only epoch: hash what each candidate starts from
@@ -189,7 +190,7 @@ def test_oracle_branches_every_candidate_from_the_same_pruned_state(tmp_path, mo
             starts[trainer.optimizer.param_groups[0]["base_lr"]] = (digest, len(trainer.optimizer.state))
         return original(trainer, epoch)
 
-    monkeypatch.setattr(engine, "train_one_epoch", record)
+    monkeypatch.setattr(iterative, "train_one_epoch", record)
     recipe = autolr.load_recipe("quickstart", [
         *TINY, "data.name='cifar10'", f"data.root={json.dumps(str(fake.folder))}", "train.epochs=1", "prune.cycles=1",
         "prune.lr_schedule='oracle'", "prune.oracle_grid=[0.01, 0.2, 0.05]"])
@@ -205,7 +206,7 @@ def test_oracle_branches_every_candidate_from_the_same_pruned_state(tmp_path, mo
     assert cycles[1]["val_score"] == chosen["score"] and result.metrics["accuracy"] == cycles[1]["score"]
     assert [r["epoch"] for r in rows(result.run_dir, "epoch")] == [1, 2]  # the chosen candidate's epoch only
     # `autolr eval` scores the exported (mask-folded) classifier as the run did
-    from autolr.evaluation import evaluate_saved
+    from autolr.eval.saved import evaluate_saved
 
     again = evaluate_saved(result.run_dir, device="cpu")
     assert again["accuracy"] == pytest.approx(result.metrics["accuracy"], abs=1e-6)

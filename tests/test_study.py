@@ -16,10 +16,10 @@ from PIL import Image
 from scipy import stats
 
 import autolr
-from autolr import _io, engine
+from autolr import fileio, runner
 from autolr.cli import main
 from autolr.errors import AutolrError
-from autolr.modes.study import parse_arm, parse_baseline, read_csv, summarize
+from autolr.experiments.study import parse_arm, parse_baseline, read_csv, summarize
 from autolr.recipe import load_recipe
 
 # recall@1 of the fake run: a schedule's level plus a per-seed offset (so the pairing over seeds matters)
@@ -30,7 +30,7 @@ SPREAD = {"constant": 1.0, "autolr": 1.0, "cosine": 0.4}  # how much a schedule 
 
 @pytest.fixture
 def fake_run(monkeypatch):
-    """`autolr.engine.run` replaced: a deterministic score per (schedule, seed, lr), an AutoLR log with
+    """`autolr.run` replaced: a deterministic score per (schedule, seed, lr), an AutoLR log with
     extra trials; `fail_at` makes the n-th call raise KeyboardInterrupt (a killed study)."""
     calls, fail_at = [], {"n": None}
 
@@ -45,15 +45,15 @@ def fake_run(monkeypatch):
                    "split": "test", "wall_time": 10.0 + t.seed + (5.0 if t.schedule == "autolr" else 0.0)}
         out = Path(output)
         out.mkdir(parents=True, exist_ok=True)
-        _io.write_text(out / "recipe.toml", recipe.to_toml())
+        fileio.write_text(out / "recipe.toml", recipe.to_toml())
         for epoch in range(1, t.epochs + 1):
             trials = 2 if t.schedule == "autolr" and epoch == 1 else 1
-            _io.append_jsonl(out / "log.jsonl", {"epoch": epoch, "kind": "epoch", "seconds": 3.0 * trials,
+            fileio.append_jsonl(out / "log.jsonl", {"epoch": epoch, "kind": "epoch", "seconds": 3.0 * trials,
                                                  "trials": trials, "trial_seconds": [3.0] * trials, "loss": 1.0})
-        _io.write_json(out / "metrics.json", metrics)
-        return engine.RunResult(out, metrics)
+        fileio.write_json(out / "metrics.json", metrics)
+        return runner.RunResult(out, metrics)
 
-    monkeypatch.setattr(engine, "run", run)
+    monkeypatch.setattr(runner, "run", run)
     return calls, fail_at
 
 
@@ -228,7 +228,7 @@ def tiny(folder: Path, *more: str) -> list[str]:
 
 
 def log_rows(run_dir: Path, kind: str) -> list[dict]:
-    return [r for r in _io.read_jsonl(run_dir / "log.jsonl") if r.get("kind") == kind]
+    return [r for r in fileio.read_jsonl(run_dir / "log.jsonl") if r.get("kind") == kind]
 
 
 def test_a_transfer_study_from_a_pretrained_run_folder(tmp_path, folder):

@@ -11,30 +11,31 @@ import pytest
 import torch
 from PIL import Image
 
-from autolr import _io, engine
+from autolr import fileio, runner
 from autolr.cli import main
-from autolr.sweep import parse_grid
+from autolr.errors import Diverged
+from autolr.experiments.sweep import parse_grid
 
 V = [0.1, 0.5, 1.0]  # first-trial weight variations: the ramp cannot ascend when beta <= alpha / 10
 
 
 @pytest.fixture
 def fake_run(monkeypatch):
-    """`autolr.engine.run` replaced: scores alpha + beta, logs a first trial, records every call."""
+    """`autolr.run` replaced (as the sweep calls it): scores alpha + beta, logs a first trial, records every call."""
     calls = []
 
     def run(recipe, *, output, resume=False, overwrite=False, selection=False):
         calls.append((Path(output).name, selection))
         a = recipe.autolr
         if a.alpha > 10:
-            raise engine.Diverged("the loss became NaN/inf in epoch 1")
+            raise Diverged("the loss became NaN/inf in epoch 1")
         metrics = {"recall@1": round((a.alpha + a.beta) / 10, 6), "map@r": 0.1, "split": "val" if selection else "test"}
         Path(output).mkdir(parents=True, exist_ok=True)
-        _io.append_jsonl(Path(output) / "log.jsonl", {"epoch": 1, "kind": "trial", "trial": 1, "v": V})
-        _io.write_json(Path(output) / "metrics.json", metrics)
-        return engine.RunResult(Path(output), metrics)
+        fileio.append_jsonl(Path(output) / "log.jsonl", {"epoch": 1, "kind": "trial", "trial": 1, "v": V})
+        fileio.write_json(Path(output) / "metrics.json", metrics)
+        return runner.RunResult(Path(output), metrics)
 
-    monkeypatch.setattr(engine, "run", run)
+    monkeypatch.setattr("autolr.experiments.sweep.run", run)
     return calls
 
 
@@ -51,7 +52,7 @@ def test_parse_grid_keeps_lists_whole():
 
 
 def test_a_2x2_sweep_chooses_on_val_marks_the_ramp_and_writes_everything(tmp_path, fake_run, monkeypatch):
-    import autolr.sweep as sweep_module
+    import autolr.experiments.sweep as sweep_module
 
     legends, draw = [], sweep_module.heatmap
     monkeypatch.setattr(sweep_module, "heatmap", lambda *a: legends.append(draw(*a)))

@@ -106,7 +106,7 @@ def read_source(cfg: DataConfig) -> tuple[dict[str, datasets.Dataset], str]:
     if cfg.root or cfg.name == "imagefolder":
         _warn_unused(cfg)
         listing = _archive_lister(cfg.name)(cfg.root)
-        from autolr.data._build import build_splits
+        from autolr.data.build import build_splits
 
         splits = build_splits(listing, strict_counts=cfg.strict_counts, skip_corrupt=cfg.skip_corrupt)
         log.info("%s: read from %s", cfg.name, listing.folder)

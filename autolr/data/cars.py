@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from autolr.data._build import Listing
+from autolr.data.build import Listing
 from autolr.data.files import find_folder
 from autolr.data.protocol import TRAIN_CLASSES
 from autolr.errors import AutolrError

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from autolr.data._build import make_split
+from autolr.data.build import make_split
 from autolr.data.protocol import DOWNLOADS, check_counts, split_counts
 from autolr.errors import AutolrError
 
@@ -159,10 +159,10 @@ def load_cifar_hub(name: str, hub_id: str, *, strict_counts: bool) -> dict[str, 
     """The hub copy's train and test splits, reduced to image (RGB) and label (CIFAR-100: the fine label)."""
     import datasets
 
-    from autolr.data.hub import _columns, _download
+    from autolr.data.hub import download_splits, image_label_columns
 
-    parts = _download(name, hub_id, HUB_SPLITS)
-    image, label = _columns(parts["train"].features, hub_id)
+    parts = download_splits(name, hub_id, HUB_SPLITS)
+    image, label = image_label_columns(parts["train"].features, hub_id)
     label = "fine_label" if "fine_label" in parts["train"].features else label
     splits = {
         s: parts[s].select_columns([image, label])

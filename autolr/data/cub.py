@@ -4,7 +4,7 @@ classification split and is not used)."""
 
 from __future__ import annotations
 
-from autolr.data._build import Listing
+from autolr.data.build import Listing
 from autolr.data.files import find_folder, read_rows
 from autolr.data.protocol import TRAIN_CLASSES
 from autolr.errors import AutolrError

@@ -6,7 +6,7 @@ Class-disjoint like the benchmarks: digits 0-4 train, 5-9 test.
 from __future__ import annotations
 
 from autolr.data import DataBundle
-from autolr.data._build import make_split
+from autolr.data.build import make_split
 from autolr.errors import AutolrError
 
 

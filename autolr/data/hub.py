@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from autolr.data import cars, cub
-from autolr.data._build import labels_of, subset
+from autolr.data.build import labels_of, subset
 from autolr.data.protocol import DOWNLOADS, TRAIN_CLASSES, check_counts, split_counts
 from autolr.errors import AutolrError
 
@@ -43,7 +43,7 @@ def load_hub(name: str, hub_id: str, *, strict_counts: bool) -> dict[str, datase
         raise AutolrError(f"data.hub_id is for cub200 and cars196; data.name = {name!r} reads data.root")
     hub_id = hub_id or HUB_DEFAULTS[name]
     log.info("%s: loading the hub copy %s and rebuilding the class-disjoint split", name, hub_id)
-    pooled = _pool(_download(name, hub_id, HUB_SPLITS[name]), hub_id)
+    pooled = _pool(download_splits(name, hub_id, HUB_SPLITS[name]), hub_id)
     splits = _class_disjoint(name, pooled, hub_id)
     check_counts(name, split_counts(splits), strict_counts)
     return splits
@@ -66,7 +66,7 @@ def source_of(hub_id: str) -> str:
     return f"hub:{local or hub_id}"
 
 
-def _download(name: str, hub_id: str, splits: tuple[str, ...]) -> datasets.DatasetDict:
+def download_splits(name: str, hub_id: str, splits: tuple[str, ...]) -> datasets.DatasetDict:
     """The copy's `splits` only (other splits named in the log, not downloaded), failing fast with the fix."""
     import datasets
     from huggingface_hub import constants
@@ -169,13 +169,13 @@ def _pool(parts: datasets.DatasetDict, hub_id: str) -> datasets.Dataset:
     import datasets
 
     first = next(iter(parts.values()))
-    image, label = _columns(first.features, hub_id)
+    image, label = image_label_columns(first.features, hub_id)
     pooled = datasets.concatenate_datasets([p.select_columns([image, label]) for p in parts.values()])
     pooled = pooled.rename_columns({c: n for c, n in ((image, "image"), (label, "label")) if c != n})
     return pooled.cast_column("image", datasets.Image(mode="RGB"))
 
 
-def _columns(features: datasets.Features, hub_id: str) -> tuple[str, str]:
+def image_label_columns(features: datasets.Features, hub_id: str) -> tuple[str, str]:
     """The image column and the class-label column (by type; else the one named 'label')."""
     import datasets
 

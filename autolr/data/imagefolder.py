@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from autolr.data._build import Listing
+from autolr.data.build import Listing
 from autolr.errors import AutolrError
 
 log = logging.getLogger("autolr.data")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from autolr.data._build import Listing
+from autolr.data.build import Listing
 from autolr.data.files import find_folder, marker_file, read_rows
 from autolr.errors import AutolrError
 

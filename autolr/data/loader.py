@@ -15,20 +15,13 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
+from autolr.data.sampler import ClassBalancedBatchSampler, EpochSampler, sample_seed
 from autolr.errors import AutolrError
 
 if TYPE_CHECKING:
     import datasets
-
-
-def sample_seed(seed: int, epoch: int, index: int) -> int:
-    """A 63-bit seed from (seed, epoch, index) (a splitmix-style hash: neighbours are uncorrelated)."""
-    x = (seed * 0x9E3779B97F4A7C15 + epoch * 0xBF58476D1CE4E5B9 + index * 0x94D049BB133111EB) & (2**64 - 1)
-    x ^= x >> 31
-    x = (x * 0xBF58476D1CE4E5B9) & (2**64 - 1)
-    return x >> 1
 
 
 class TransformedSplit(Dataset):
@@ -68,38 +61,6 @@ def _load_error(split: datasets.Dataset, index: int, error: Exception) -> str:
             " missing, empty or cut short)")
 
 
-class EpochSampler(Sampler):
-    """Yields (epoch, index); the order is a permutation seeded by (seed, epoch), sharded by rank.
-
-    Each rank takes every `world`-th index of the same permutation. Training (shuffled) drops the last
-    `n % world` indices, so that W ranks at batch B/W take exactly the steps one process takes at B
-    (floor(floor(n/W)/(B/W)) = floor(n/B)); evaluation pads by wrapping, as torch's DistributedSampler
-    does, and the gather trims the padding.
-    """
-
-    def __init__(self, n: int, seed: int, shuffle: bool, rank: int = 0, world: int = 1):
-        self.n, self.seed, self.shuffle, self.rank, self.world = n, seed, shuffle, rank, world
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def _order(self) -> list[int]:
-        if not self.shuffle:
-            return list(range(self.n))
-        g = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, -1))
-        return torch.randperm(self.n, generator=g).tolist()
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        order = self._order()
-        total = len(self) * self.world
-        order = order[:total] + order[: max(0, total - len(order))]
-        return iter((self.epoch, i) for i in order[self.rank :: self.world])
-
-    def __len__(self) -> int:
-        return self.n // self.world if self.shuffle else -(-self.n // self.world)
-
-
 def make_loader(
     split: datasets.Dataset,
     transform: Callable,
@@ -119,8 +80,6 @@ def make_loader(
     match those of an uninterrupted run.
     """
     if train and samples_per_class:
-        from autolr.data.sampler import ClassBalancedBatchSampler
-
         batching = {"batch_sampler": ClassBalancedBatchSampler.for_split(split, samples_per_class, batch_size, seed, rank, world)}
     else:
         sampler = EpochSampler(len(split), seed, shuffle=train, rank=rank, world=world)

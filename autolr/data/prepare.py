@@ -177,7 +177,7 @@ def shrink_jpeg(data: bytes, size: int) -> bytes:
 def _drop_failures(splits: dict[str, datasets.Dataset]) -> tuple[dict[str, datasets.Dataset], dict[str, str]]:
     import datasets
 
-    from autolr.data._build import quiet_progress
+    from autolr.data.build import quiet_progress
 
     bad, kept = {}, {}
     with quiet_progress():
@@ -225,7 +225,7 @@ def _split_info(name: str, split: datasets.Dataset, sample: int, seed: int) -> d
     import random
     from collections import Counter
 
-    from autolr.data._build import labels_of
+    from autolr.data.build import labels_of
 
     labels = labels_of(split)
     per_class = list(Counter(labels).values())

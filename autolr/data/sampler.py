@@ -1,6 +1,8 @@
-"""Class-balanced batches for metric-learning losses: P classes x m images per batch (data.samples_per_class).
+"""Which images each step trains on: `EpochSampler` (a seeded shuffle, sharded over processes) and
+class-balanced batches for metric-learning losses, P classes x m images per batch (data.samples_per_class).
 
-A batch sampler yielding lists of (epoch, index) like `EpochSampler`: the batches are a function of
+Both yield (epoch, index) pairs, and `sample_seed` turns such a pair into the seed of its augmentation.
+The balanced batch sampler yields lists of (epoch, index) like `EpochSampler`: the batches are a function of
 (seed, epoch) alone, so every AutoLR trial of an epoch and a resumed run see the same ones, and under
 DDP every rank builds the same list and takes every `world`-th batch.
 """
@@ -13,8 +15,48 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch.utils.data import Sampler
 
-from autolr.data.loader import sample_seed
 from autolr.errors import AutolrError
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """A 63-bit seed from (seed, epoch, index) (a splitmix-style hash: neighbours are uncorrelated)."""
+    x = (seed * 0x9E3779B97F4A7C15 + epoch * 0xBF58476D1CE4E5B9 + index * 0x94D049BB133111EB) & (2**64 - 1)
+    x ^= x >> 31
+    x = (x * 0xBF58476D1CE4E5B9) & (2**64 - 1)
+    return x >> 1
+
+
+class EpochSampler(Sampler):
+    """Yields (epoch, index); the order is a permutation seeded by (seed, epoch), sharded by rank.
+
+    Each rank takes every `world`-th index of the same permutation. Training (shuffled) drops the last
+    `n % world` indices, so that W ranks at batch B/W take exactly the steps one process takes at B
+    (floor(floor(n/W)/(B/W)) = floor(n/B)); evaluation pads by wrapping, as torch's DistributedSampler
+    does, and the gather trims the padding.
+    """
+
+    def __init__(self, n: int, seed: int, shuffle: bool, rank: int = 0, world: int = 1):
+        self.n, self.seed, self.shuffle, self.rank, self.world = n, seed, shuffle, rank, world
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _order(self) -> list[int]:
+        if not self.shuffle:
+            return list(range(self.n))
+        g = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, -1))
+        return torch.randperm(self.n, generator=g).tolist()
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        order = self._order()
+        total = len(self) * self.world
+        order = order[:total] + order[: max(0, total - len(order))]
+        return iter((self.epoch, i) for i in order[self.rank :: self.world])
+
+    def __len__(self) -> int:
+        return self.n // self.world if self.shuffle else -(-self.n // self.world)
+
 
 _BALANCED_STREAM = -2  # sample_seed's index for this sampler's RNG (EpochSampler uses -1)
 
@@ -41,7 +83,7 @@ class ClassBalancedBatchSampler(Sampler):
     @classmethod
     def for_split(cls, split, m: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
         """The sampler for a `datasets` split (its label column is read without decoding images)."""
-        from autolr.data._build import labels_of
+        from autolr.data.build import labels_of
 
         return cls(labels_of(split), m, batch_size, seed, rank, world)
 

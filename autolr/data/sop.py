@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from autolr.data._build import Listing
+from autolr.data.build import Listing
 from autolr.data.files import find_folder, read_rows
 
 LAYOUT = "Stanford_Online_Products/ with Ebay_train.txt, Ebay_test.txt and the <category>_final/ folders"

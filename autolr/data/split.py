@@ -14,7 +14,7 @@ from collections import defaultdict
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from autolr.data._build import labels_of, subset
+from autolr.data.build import labels_of, subset
 from autolr.errors import AutolrError
 
 if TYPE_CHECKING:

@@ -1,2 +1,3 @@
-"""Scoring helpers that do not need the training loop: `stats.py` (means, Student-t intervals, paired
-differences over seeds, for `autolr study`). (With issue 14's move, the metrics and saved-model scoring join.)"""
+"""Scoring, below the training loop: `metrics.py` (Recall@K, MAP@R, accuracy), `saved.py` (a saved
+model scored again: `autolr eval`), `embed.py` (`autolr embed`), `cam.py` (`autolr cam`) and `stats.py`
+(means, Student-t intervals and paired differences for `autolr study`)."""

@@ -1,2 +1,3 @@
-"""What a run of recipes can be beyond one training: `study.py` (`autolr study`: arms x seeds on the test
-split, paired). (With issue 14's move, the other modes join it here.)"""
+"""What one `autolr run` does, by prune.mode: `finetune.py` (a fixed depth), `depth_search.py`
+(Algorithm 1 chooses the depth, then `finetune`) and `iterative.py` (SILO's pruning cycles). Each
+composes the training loop (`autolr.train.loop`) through its public functions; none imports another."""

@@ -25,7 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from autolr.recipe import MINER_DEFAULTS, PAIR_LOSSES, PAPER_MINERS, PROXY_LOSSES, LossConfig
+from autolr.errors import AutolrError
+from autolr.recipe import MINER_DEFAULTS, PAIR_LOSSES, PAPER_MINERS, PROXY_LOSSES, LossConfig, Recipe
 
 PML_LOSSES = {  # train.loss -> the class in pytorch_metric_learning.losses
     "proxy_anchor": "ProxyAnchorLoss", "normalized_softmax": "NormalizedSoftmaxLoss", "arcface": "ArcFaceLoss",
@@ -83,3 +84,15 @@ def build_loss(name: str, cfg: LossConfig, num_classes: int, embedding_size: int
         args = {PML_ARGS.get(k, k): values[k] for k in MINER_DEFAULTS[values["miner"]]}
         miner = getattr(miners, PML_MINERS[values["miner"]])(**args, **squared())
     return MetricLoss(name, loss, miner)
+
+
+def attach_loss(recipe: Recipe, net, data) -> None:
+    """A pytorch-metric-learning loss as `net.criterion` (so DDP, checkpoints and AutoLR's snapshots
+    carry its proxies); nothing for cross-entropy, which the head's logits feed."""
+    name = recipe.train.loss
+    if name == "cross_entropy":
+        return
+    if getattr(data, "task", "retrieval") == "classification":
+        raise AutolrError(f"train.loss = {name!r} trains an embedding, but {data.name} is scored by the"
+                          " classification head's accuracy: use train.loss = 'cross_entropy' (or a retrieval dataset)")
+    net.criterion = build_loss(name, recipe.loss, data.num_classes, net.embedding_dim)

@@ -137,3 +137,9 @@ def describe(optimizer: torch.optim.Optimizer, t: Any) -> str:
     shown = ", ".join(f"{k} {v}" for k, v in hyper.items())
     return (f"optimizer {type(opt).__name__} (timm {t.optimizer!r}): {len(opt.param_groups) - twins} param groups"
             + (f" (+{twins} without decay)" if twins else "") + f", {decay}" + (f", {shown}" if shown else ""))
+
+
+def no_weight_decay_ids(net) -> set[int]:
+    """The backbone tensors timm exempts from weight decay besides 1-d ones (a ViT's pos_embed, cls_token)."""
+    names = set(getattr(net.backbone, "no_weight_decay", lambda: set())())
+    return {id(p) for n, p in net.backbone.named_parameters() if n in names}

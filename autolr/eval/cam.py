@@ -112,7 +112,7 @@ def cam_images(
 ) -> list[Path]:
     """Grad-CAM of a saved model over image files: one PNG per image (input, then one overlay per block)
     in `output` (default RUN_DIR/cam). Returns the files written."""
-    from autolr.evaluation import eval_transform, load_saved, pick_device
+    from autolr.eval.saved import eval_transform, load_saved, pick_device
 
     if target not in TARGETS:
         raise AutolrError(f"--target {target!r}: choose one of {', '.join(TARGETS)}")
@@ -166,7 +166,7 @@ def write_png(path: Path, image: torch.Tensor, maps: list[torch.Tensor], labels:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from autolr._io import atomic_write
+    from autolr.fileio import atomic_write
 
     fig = Figure(figsize=(2.2 * (len(maps) + 1), 2.6))  # no pyplot: leaves a user's backend alone
     FigureCanvasAgg(fig)

@@ -21,9 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autolr import _io
-from autolr.errors import AutolrError
+from autolr import fileio
+from autolr.errors import AutolrError, Diverged
 from autolr.recipe import Recipe, load_recipe
+from autolr.rundir import grid_folder, main_reads
+from autolr.runner import run
 
 
 @dataclass
@@ -96,8 +98,6 @@ def _slug(value: str) -> str:
 
 def sweep_folder(recipe: Recipe, output: str | Path | None, resume: bool) -> Path:
     """`--output`, a new `output.dir/<name>-sweep-<timestamp>`, or with --resume the newest such sweep."""
-    from autolr.rundir import grid_folder
-
     return grid_folder(recipe, output, resume, "sweep", "finished cells", _say)
 
 
@@ -146,17 +146,14 @@ def _make_folder(recipe: Recipe, output: str | Path | None, resume: bool) -> Pat
 
 def run_cell(cell: Cell, folder: Path) -> None:
     """Run one cell as a selection run, unless its folder already holds the finished score."""
-    from autolr import engine
-    from autolr.rundir import main_reads
-
     out = folder / cell.name
     saved, started = main_reads(_processes(), lambda: (_read_json(out / "metrics.json"), out.is_dir()))
     if saved is not None:
         cell.metrics = saved
     else:
         try:  # --resume only for a cell that started before: a fresh cell's log says nothing of resuming
-            cell.metrics = engine.run(cell.recipe, output=out, resume=started, selection=True).metrics
-        except engine.Diverged as e:  # one diverging cell (an LR too high) must not end the sweep
+            cell.metrics = run(cell.recipe, output=out, resume=started, selection=True).metrics
+        except Diverged as e:  # one diverging cell (an LR too high) must not end the sweep
             cell.metrics, cell.error = {}, str(e)
             _say(f"{cell.name} diverged: {e}")
     cell.ramp = main_reads(_processes(), lambda: ramp_status(out / "log.jsonl", cell.recipe))
@@ -164,7 +161,7 @@ def run_cell(cell: Cell, folder: Path) -> None:
 
 def ramp_status(log_file: Path, recipe: Recipe) -> str:
     """Whether the first trial's weight variations allow an ascending first-epoch ramp."""
-    first = next((r for r in _io.read_jsonl(log_file)
+    first = next((r for r in fileio.read_jsonl(log_file)
                   if r.get("kind") == "trial" and r.get("epoch") == 1 and r.get("trial") == 1), None)
     if recipe.train.schedule != "autolr" or first is None or not first.get("v"):
         return "-"
@@ -189,9 +186,6 @@ def run_sweep(
 ) -> SweepResult:
     """Run (or resume) every cell, choose the best on the validation split, write the tables and heatmap;
     with `final`, train the chosen cell on all training classes and report its test metrics."""
-    from autolr import engine
-    from autolr.rundir import main_reads
-
     cells = make_cells(recipe, grids, overrides)
     folder = main_reads(_processes(), lambda: _make_folder(cells[0].recipe, output, resume))
     for i, cell in enumerate(cells, 1):
@@ -204,7 +198,7 @@ def run_sweep(
     write_outputs(result, grids)
     if final and chosen is not None:
         started = main_reads(_processes(), (folder / "final").is_dir)
-        result.final = engine.run(chosen.recipe, output=folder / "final", resume=started).metrics
+        result.final = run(chosen.recipe, output=folder / "final", resume=started).metrics
         write_outputs(result, grids)
     return result
 
@@ -227,7 +221,7 @@ def write_outputs(result: SweepResult, grids: list[Grid]) -> None:
     if not _is_main():
         return
     table = rows(result)
-    _io.write_json(result.folder / "sweep.json", {
+    fileio.write_json(result.folder / "sweep.json", {
         "grids": {g.key: g.values for g in grids}, "metric": result.metric, "cells": table,
         "chosen": result.chosen.name if result.chosen else None,
         "chosen_values": result.chosen.values if result.chosen else None, "final": result.final,
@@ -236,8 +230,8 @@ def write_outputs(result: SweepResult, grids: list[Grid]) -> None:
     writer = csv.DictWriter(buffer, fieldnames=list(table[0]))
     writer.writeheader()
     writer.writerows(table)
-    _io.write_text(result.folder / "sweep.csv", buffer.getvalue())
-    _io.write_text(result.folder / "sweep.md", markdown(result, table))
+    fileio.write_text(result.folder / "sweep.csv", buffer.getvalue())
+    fileio.write_text(result.folder / "sweep.md", markdown(result, table))
     if len(grids) == 2:
         heatmap(result, grids, result.folder / "heatmap.png")
 
@@ -305,7 +299,7 @@ def heatmap(result: SweepResult, grids: list[Grid], path: Path) -> list[str]:
         handles.append(Patch(facecolor="white", hatch="xx", edgecolor="grey", label="first-epoch ramp not ascending (repair rule)"))
     if handles:
         ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=len(handles), fontsize=8, frameon=False)
-    _io.atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=110, bbox_inches="tight"))
+    fileio.atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=110, bbox_inches="tight"))
     return [h.get_label() for h in handles]
 
 

@@ -1,7 +1,7 @@
 """Iterative pruning with per-cycle LR schedules, SILO's S-shaped max LR among them (method.md 5).
 
 Cycle 0 trains the dense network for train.epochs. Each of the prune.cycles later cycles first removes
-prune.rate of the remaining conv/linear weights (globally, `autolr.pruning`), optionally rewinds the
+prune.rate of the remaining conv/linear weights (globally, `autolr.train.weight_pruning`), optionally rewinds the
 survivors to an early checkpoint of cycle 0, and retrains for prune.cycle_epochs with a fresh optimizer
 (momentum cleared). prune.lr_schedule sets every cycle's LR, for every param group alike:
 
@@ -15,8 +15,8 @@ survivors to an early checkpoint of cycle 0, and retrains for prune.cycle_epochs
 
 Cycle 0 uses the warmup shape, peaking at prune.max_lr (silo: at silo_max_lr(0) = silo_offset).
 
-The math is in pure functions (`silo_max_lr`, `cycle_factor`, `cycle_lr`); `run_iterative` is the loop,
-built from the engine's setup / train_one_epoch / evaluate. Checkpoints count epochs over all cycles.
+The math is in pure functions (`silo_max_lr`, `cycle_factor`, `cycle_lr` in `autolr.train.schedules`);
+`run_iterative` is the loop, built from the training loop's setup / train_one_epoch / evaluate. Checkpoints count epochs over all cycles.
 A cycle's end (evaluate, log, prune, rewind, clear the optimizer) happens before the checkpoint of its
 last epoch, so every checkpoint is either mid-cycle or the start of the next cycle with its masks in
 place; an oracle cycle is checkpointed only at its end, and a resume reruns its candidates.
@@ -25,86 +25,32 @@ place; an oracle cycle is checkpointed only at its end, and a resume reruns its 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
+import torch
+
+from autolr.console import log_epoch, print_metrics
+from autolr.data import load_data
+from autolr.data.loader import make_loader
+from autolr.data.transforms import build_transforms, test_resize
 from autolr.errors import AutolrError
-from autolr.rundir import load_shared, main_reads
+from autolr.fileio import atomic_write
+from autolr.model import save_model
+from autolr.report.summary import write_report
+from autolr.rundir import load_shared, main_reads, remove_if_unstarted
+from autolr.train import weight_pruning
+from autolr.train.loop import Trainer, evaluate, restore_checkpoint, setup, train_one_epoch
+from autolr.train.schedules import CycleLR, cycle_at, cycle_epochs, cycle_lr, cycle_start
+from autolr.train.snapshots import checkpoint_state, restore, snapshot
 from autolr.weights import strip_wrappers
 
 if TYPE_CHECKING:
-    from autolr.engine import Trainer
     from autolr.recipe import PruneConfig, Recipe
     from autolr.rundir import RunDir
 
 log = logging.getLogger("autolr")
 REWIND_FILE = "rewind.pt"  # in checkpoints/: the survivors' rewind point, written once in cycle 0
-
-
-def silo_max_lr(cycle: int, rate: float = 0.2, offset: float = 0.03, a: float = 0.04, b: float = 5.0,
-                delay: int = 1) -> float:
-    """SILO's peak LR of a cycle: `offset` up to cycle `delay`, then an S-curve rising to `offset + a`.
-
-    x = 1 - (1 - rate)^(cycle - delay) is the pruned fraction lagged by `delay` cycles, and the curve is
-    x^b / (x^b + (1 - x)^b), centred at x = 0.5. Defaults: the authors' ResNet-20 values.
-    """
-    if cycle <= delay:
-        return offset
-    x = 1 - (1 - rate) ** (cycle - delay)
-    return offset + a * x**b / (x**b + (1 - x) ** b)
-
-
-def cycle_factor(epoch: int, step: int, steps: int, *, epochs: int, warmup: int, decay_at: list[float]) -> float:
-    """The cycle's LR shape at `step` of `epoch` (both 0-based, within the cycle) as a fraction of its peak.
-
-    A linear ramp reaching 1 after `warmup` epochs (the first step already above 0), times 1/10 for each
-    fraction f of `decay_at` with epoch + step/steps >= f x epochs.
-    """
-    ramp = min(1.0, (epoch * steps + step + 1) / (warmup * steps)) if warmup else 1.0
-    now = epoch + step / steps
-    return ramp * 0.1 ** sum(1 for f in decay_at if now >= f * epochs)
-
-
-def cycle_epochs(p: PruneConfig, train_epochs: int, cycle: int) -> int:
-    """Cycle 0 trains train.epochs; later cycles prune.cycle_epochs (0: train.epochs as well)."""
-    return train_epochs if cycle == 0 else p.cycle_epochs or train_epochs
-
-
-def cycle_start(p: PruneConfig, train_epochs: int, cycle: int) -> int:
-    """The global epoch (0-based) at which `cycle` starts; cycle_start(cycles + 1) is the run's length."""
-    return 0 if cycle == 0 else train_epochs + (cycle - 1) * cycle_epochs(p, train_epochs, 1)
-
-
-def cycle_at(p: PruneConfig, train_epochs: int, epoch: int) -> int:
-    """The cycle that global epoch `epoch` (0-based) belongs to."""
-    return 0 if epoch < train_epochs else 1 + (epoch - train_epochs) // cycle_epochs(p, train_epochs, 1)
-
-
-@dataclass(frozen=True)
-class CycleLR:
-    base: float  # every group's base_lr
-    factor: Callable[[int, int, int], float]  # (epoch in the cycle, step, steps per epoch) -> x base
-    max_lr: float  # the highest LR the cycle reaches (reported)
-
-
-def cycle_lr(p: PruneConfig, train_epochs: int, cycle: int, oracle_lr: float | None = None) -> CycleLR:
-    """Cycle `cycle`'s LR under prune.lr_schedule (`oracle_lr`: the oracle candidate's peak)."""
-    shape = partial(cycle_factor, warmup=p.warmup_epochs, decay_at=p.decay_at)
-    epochs = cycle_epochs(p, train_epochs, cycle)
-    if p.lr_schedule == "silo":
-        peak = silo_max_lr(cycle, p.rate, p.silo_offset, p.silo_a, p.silo_b, p.silo_delay)
-        return CycleLR(peak, partial(shape, epochs=epochs), peak)
-    if cycle == 0 or p.lr_schedule == "warmup":
-        return CycleLR(p.max_lr, partial(shape, epochs=epochs), p.max_lr)
-    if p.lr_schedule == "oracle":
-        return CycleLR(oracle_lr, partial(shape, epochs=epochs), oracle_lr)
-    if p.lr_schedule == "finetune":
-        return CycleLR(p.finetune_lr, lambda e, s, n: 1.0, p.finetune_lr)
-    skip = train_epochs - epochs  # lr_rewind: cycle 0's last `epochs` epochs
-    highest = shape(max(skip, p.warmup_epochs), 0, 1, epochs=train_epochs)  # where the replayed window peaks
-    return CycleLR(p.max_lr, lambda e, s, n: shape(skip + e, s, n, epochs=train_epochs), p.max_lr * highest)
 
 
 def check_recipe(recipe: Recipe) -> None:
@@ -158,8 +104,7 @@ def run_iterative(recipe: Recipe, accelerator, rundir: RunDir) -> dict[str, Any]
         run = _setup(recipe, accelerator, rundir)
         initial = _initial(run)
     except Exception:
-        if accelerator.is_main_process and not rundir.has_progress():
-            rundir.remove()  # a run that could not start leaves nothing behind
+        remove_if_unstarted(accelerator, rundir)  # a run that could not start leaves nothing behind
         raise
     trainer, p = run.trainer, recipe.prune
     if p.rewind == "weights" and p.rewind_epoch == 0 and trainer.epoch == 0:
@@ -173,16 +118,14 @@ def run_iterative(recipe: Recipe, accelerator, rundir: RunDir) -> dict[str, Any]
 
 
 def _setup(recipe: Recipe, accelerator, rundir: RunDir) -> _Run:
-    """The engine's setup, masks on every conv/linear weight, then the checkpoint (masks included)."""
-    from autolr import engine, pruning
-
+    """The loop's setup, masks on every conv/linear weight, then the checkpoint (masks included)."""
     oracle = recipe.prune.lr_schedule == "oracle"
-    trainer = engine.setup(recipe, accelerator, rundir, selection=oracle, restore=False)
-    targets = pruning.prunable(trainer.model)
+    trainer = setup(recipe, accelerator, rundir, selection=oracle, restore=False)
+    targets = weight_pruning.prunable(trainer.model)
     if not targets:
         raise AutolrError(f"prune.mode = 'iterative': {recipe.model.name} has no conv or linear weights to prune")
-    pruning.reparametrize(targets)
-    rundir.restore_checkpoint(trainer)
+    weight_pruning.reparametrize(targets)
+    restore_checkpoint(trainer)
     total = cycle_start(recipe.prune, recipe.train.epochs, recipe.prune.cycles + 1)
     trainer.total_epochs = total  # the progress bar and the log count over all cycles
     state = trainer.extra.setdefault("silo", {"cycles": [], "seconds": 0.0})
@@ -234,28 +177,26 @@ def _oracle(run: _Run, cycle: int) -> tuple[list[dict], list | None, float, floa
     """One candidate per max_lr of the grid, each from the same pruned state, the same data order and
     the same RNG; the best on the validation split goes on. Returns its epoch rows and the candidate
     rows, its pre-last-epoch weights (movement), its max_lr and validation score."""
-    from autolr import engine
-
     trainer, p = run.trainer, run.prune
     start, end = run.bounds(cycle)
-    origin = engine._snapshot(trainer)
+    origin = snapshot(trainer)
     candidates, best = [], None
     for index, max_lr in enumerate(p.oracle_grid):
-        engine._restore(trainer, origin)
+        restore(trainer, origin)
         trainer.epoch = start
         _use(trainer, cycle_lr(p, run.recipe.train.epochs, cycle, oracle_lr=max_lr), start)
         rows, before = [], None
         for epoch in range(start, end):
             before = _before_last(run, epoch, end) or before
             rows.append(_train_epoch(run, epoch, cycle))
-        score = engine.evaluate(trainer)[run.metric]  # the validation split
+        score = evaluate(trainer)[run.metric]  # the validation split
         log.info("cycle %d, oracle max_lr %g: validation %s %.4f", cycle, max_lr, run.metric, score)
         candidates.append({"epoch": end, "kind": "oracle_candidate", "cycle": cycle, "max_lr": max_lr,
                            "score": score, "loss": rows[-1]["loss"], "seconds": sum(r["seconds"] for r in rows)})
         if best is None or score > best[0]:  # the first of equal scores
-            best = (score, index, engine._snapshot(trainer), rows, before)
-    score, chosen, snapshot, rows, before = best
-    engine._restore(trainer, snapshot)
+            best = (score, index, snapshot(trainer), rows, before)
+    score, chosen, kept, rows, before = best
+    restore(trainer, kept)
     for index, c in enumerate(candidates):
         c["chosen"] = index == chosen
     return [*rows, *candidates], before, p.oracle_grid[chosen], score
@@ -270,20 +211,16 @@ def _use(trainer: Trainer, lr: CycleLR, start: int) -> None:
 
 def _before_last(run: _Run, epoch: int, end: int) -> list | None:
     """The weights before a cycle's last epoch, which the movement criterion compares with its end."""
-    from autolr import pruning
-
-    return pruning.weights(run.targets) if run.prune.criterion == "movement" and epoch == end - 1 else None
+    return weight_pruning.weights(run.targets) if run.prune.criterion == "movement" and epoch == end - 1 else None
 
 
 def _train_epoch(run: _Run, epoch: int, cycle: int) -> dict[str, Any]:
-    from autolr import engine
-
     trainer = run.trainer
-    stats = engine.train_one_epoch(trainer, epoch)
+    stats = train_one_epoch(trainer, epoch)
     trainer.epoch = epoch + 1
     run.state["seconds"] += stats["seconds"]
     row = {"epoch": epoch + 1, "kind": "epoch", "cycle": cycle, **stats}
-    engine._log_epoch(row, trainer.total_epochs, trainer.task)
+    log_epoch(row, trainer.total_epochs, trainer.task)
     return row
 
 
@@ -291,11 +228,9 @@ def _end_cycle(run: _Run, cycle: int, rows: list[dict], before: list | None, max
                extra: dict[str, Any] | None = None) -> None:
     """Score the cycle on the test split, then (unless it is the last) prune, rewind and clear the
     optimizer for the next one; the checkpoint that follows holds all of it."""
-    from autolr import pruning
-
     trainer, p = run.trainer, run.prune
     scores = _evaluate(trainer, run.test_loaders)
-    left = pruning.remaining(run.targets)
+    left = weight_pruning.remaining(run.targets)
     row = {
         "epoch": trainer.epoch, "kind": "cycle", "cycle": cycle, "remaining": round(left, 6),
         "sparsity": round(1 - left, 6), "max_lr": max_lr, "metric": run.metric, "score": scores[run.metric],
@@ -306,9 +241,9 @@ def _end_cycle(run: _Run, cycle: int, rows: list[dict], before: list | None, max
     run.state["cycles"].append(row)
     run.state["seconds"] = 0.0
     if cycle < p.cycles:
-        scores_of = pruning.movement_scores(run.targets, before) if p.criterion == "movement" else \
-            pruning.magnitude_scores(run.targets)
-        pruning.prune_global(run.targets, p.rate, scores_of)
+        scores_of = weight_pruning.movement_scores(run.targets, before) if p.criterion == "movement" else \
+            weight_pruning.magnitude_scores(run.targets)
+        weight_pruning.prune_global(run.targets, p.rate, scores_of)
         if p.rewind == "weights":
             _rewind(run)
         trainer.optimizer.state.clear()  # a fresh SGD each cycle (momentum buffers cleared)
@@ -321,7 +256,7 @@ def _commit(run: _Run, rows: list[dict]) -> None:
     if trainer.is_main:
         for row in rows:
             trainer.rundir.log(row)
-        trainer.rundir.save_checkpoint(trainer, keep=run.recipe.train.keep_checkpoints)
+        trainer.rundir.save_checkpoint(checkpoint_state(trainer), keep=run.recipe.train.keep_checkpoints)
     for row in rows:
         if row["kind"] in ("epoch", "cycle"):
             numbers = {f"{row['kind']}/{k}": v for k, v in row.items() if isinstance(v, (int, float))}
@@ -331,10 +266,6 @@ def _commit(run: _Run, rows: list[dict]) -> None:
 
 def _save_rewind(run: _Run) -> None:
     """Keep the current weights and buffers (not the masks) as the survivors' rewind point."""
-    import torch
-
-    from autolr._io import atomic_write
-
     trainer = run.trainer
     if trainer.is_main:
         state = {k: v.detach().cpu().clone() for k, v in trainer.model.state_dict().items() if not k.endswith("_mask")}
@@ -344,8 +275,6 @@ def _save_rewind(run: _Run) -> None:
 
 def _rewind(run: _Run) -> None:
     """Survivors (and norm buffers, head) back to the rewind point; the masks stay, pruned entries zero."""
-    import torch
-
     trainer = run.trainer
     saved = strip_wrappers(load_shared(trainer.accelerator, trainer.rundir.checkpoints / REWIND_FILE))
     with torch.no_grad():
@@ -357,22 +286,16 @@ def _rewind(run: _Run) -> None:
 
 
 def _evaluate(trainer: Trainer, loaders: dict[str, Any]) -> dict[str, float]:
-    """`engine.evaluate` on other loaders (an oracle run's test split; its own are the validation split)."""
-    from autolr import engine
-
+    """The loop's `evaluate` on other loaders (an oracle run's test split; its own are the validation split)."""
     own, trainer.eval_loaders = trainer.eval_loaders, loaders
     try:
-        return engine.evaluate(trainer)
+        return evaluate(trainer)
     finally:
         trainer.eval_loaders = own
 
 
 def _test_loaders(trainer: Trainer) -> dict[str, Any]:
     """The test split's loaders, for a trainer set up on the validation split (oracle runs)."""
-    from autolr.data import load_data
-    from autolr.data.loader import make_loader
-    from autolr.data.transforms import build_transforms, test_resize
-
     recipe, acc = trainer.recipe, trainer.accelerator
     _, test_tf, size = build_transforms(recipe.data, trainer.model.backbone.pretrained_cfg)
     with acc.local_main_process_first():  # a first load may write a cache: once per node
@@ -387,9 +310,6 @@ def _test_loaders(trainer: Trainer) -> dict[str, Any]:
 
 def _finish(run: _Run, initial: dict[str, float]) -> dict[str, Any]:
     """metrics.json (the last cycle's test scores and every cycle's row) and the model, masks folded in."""
-    from autolr import engine, pruning
-    from autolr.model import save_model
-
     trainer, recipe, last = run.trainer, run.recipe, run.state["cycles"][-1]
     metrics = {
         **last["test"],
@@ -410,12 +330,10 @@ def _finish(run: _Run, initial: dict[str, float]) -> dict[str, Any]:
         "cycles": run.state["cycles"],
         "wall_time": round(trainer.rundir.wall_time(), 2),
     }
-    pruning.fold(run.targets)  # plain `weight` tensors, pruned entries exactly zero
+    weight_pruning.fold(run.targets)  # plain `weight` tensors, pruned entries exactly zero
     if trainer.is_main:
         save_model(trainer.model, recipe.model, trainer.rundir.path)
         trainer.rundir.save_metrics(metrics)
-        engine.print_metrics(metrics)
-        from autolr.report import write_report
-
+        print_metrics(metrics)
         write_report(trainer.rundir.path)  # the per-cycle plot among them; a failing plot is a warning
     return metrics

@@ -1,5 +1,5 @@
-"""`autolr eval`, `autolr cam` and `autolr sweep`: thin skins over `autolr.evaluation`, `autolr.cam` and
-`autolr.sweep`, mounted on the main app by `register(app)`. torch loads only inside the commands."""
+"""`autolr eval`, `autolr cam` and `autolr sweep`: thin skins over `autolr.eval.saved`, `autolr.eval.cam` and
+`autolr.experiments.sweep`, mounted on the main app by `register(app)`. torch loads only inside the commands."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def eval_(
 ) -> None:
     """Recall@K and MAP@R of a saved model: by default on its run's test split; also written to
     RUN_DIR/eval-<dataset>.json."""
-    from autolr.evaluation import evaluate_saved, print_eval
+    from autolr.eval.saved import evaluate_saved, print_eval
 
     _load_plugins()
     result = evaluate_saved(model, data=data, root=root, hub_id=hub_id, flip=flip, batch_size=batch_size,
@@ -48,7 +48,7 @@ def eval_(
     else:
         print_eval(result)
     if retrievals:
-        from autolr.retrievals import write_eval_grid
+        from autolr.report.retrievals import write_eval_grid
 
         typer.echo(str(write_eval_grid(model, retrievals, data=data, root=root, hub_id=hub_id, device=device,
                                        strict_counts=None if strict_counts else False)))
@@ -68,7 +68,7 @@ def embed(
 ) -> None:
     """L2-normalised embeddings of a dataset split or of image files, with labels and image paths, as
     safetensors + a JSON side file (for a vector index)."""
-    from autolr.embed import embed_saved, write_embeddings
+    from autolr.eval.embed import embed_saved, write_embeddings
 
     emb = embed_saved(model, [str(p) for p in images or []], data=data, root=root, hub_id=hub_id, split=split,
                       flip=flip, batch_size=batch_size, device=device)
@@ -100,7 +100,7 @@ def cam(
     device: Device = None,
 ) -> None:
     """Grad-CAM of the fine-tuned model at chosen blocks: one PNG per image, the input and one overlay per block."""
-    from autolr.cam import cam_images
+    from autolr.eval.cam import cam_images
 
     _load_plugins()
     written = cam_images(run_dir, images, blocks=int_list(blocks, "--blocks") if blocks else None,
@@ -119,7 +119,7 @@ def sweep(
     metric: Annotated[str, typer.Option("--metric", help="The validation score to choose by (default: recall@1, or accuracy).")] = "auto",
 ) -> None:
     """Run a recipe over a grid, choose the best cell on the validation split; tables and the alpha/beta heatmap."""
-    from autolr.sweep import parse_grid, print_sweep, run_sweep
+    from autolr.experiments.sweep import parse_grid, print_sweep, run_sweep
 
     _load_plugins()
     result = run_sweep(recipe, [parse_grid(g) for g in grid], overrides=set_ or [], output=output, resume=resume,

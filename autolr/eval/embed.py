@@ -47,7 +47,7 @@ def embed_splits(net, splits: dict[str, datasets.Dataset], test_tf, *, device: t
                  batch_size: int, workers: int = 0, seed: int = 0, progress: bool = False) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Each split's un-normalised embeddings and labels (what `recall_and_map` scores), on `device`."""
     from autolr.data.loader import make_loader
-    from autolr.evaluation import embed
+    from autolr.eval.saved import embed
 
     net = net.to(device).eval()
     out = {}
@@ -85,7 +85,7 @@ def embed_saved(
     run's own dataset, its evaluation split(s): In-shop's query then gallery)."""
     from autolr.data import load_data
     from autolr.data.transforms import test_resize
-    from autolr.evaluation import eval_data_recipe, eval_transform, load_saved, pick_device
+    from autolr.eval.saved import eval_data_recipe, eval_transform, load_saved, pick_device
 
     if images and (data or root or hub_id):
         raise AutolrError("give either image files/folders or --data/--root/--hub-id, not both")
@@ -170,7 +170,7 @@ def write_embeddings(emb: Embeddings, output: str | Path) -> list[Path]:
     """`output` (.safetensors) and its JSON side file, each written atomically; returns both."""
     from safetensors.torch import save_file
 
-    from autolr._io import atomic_write, write_json
+    from autolr.fileio import atomic_write, write_json
 
     output = Path(output)
     if output.suffix != ".safetensors":
@@ -196,7 +196,7 @@ def read_embeddings(path: str | Path) -> Embeddings:
 
 def score_embeddings(emb: Embeddings, recall_at: list[int]) -> dict[str, float]:
     """Recall@K and MAP@R of an export, as the run scores them: query vs gallery, else all-vs-all."""
-    from autolr.metrics import recall_and_map
+    from autolr.eval.metrics import recall_and_map
 
     if -1 in emb.labels:
         raise AutolrError("these embeddings are of unlabelled image files: Recall@K needs a labelled dataset")

@@ -1,4 +1,4 @@
-"""`autolr report` and `autolr compare`: a thin skin over `autolr.report`.
+"""`autolr report` and `autolr compare`: a thin skin over `autolr.report.summary` and `autolr.report.compare`.
 
 Registered on the main app by `autolr.cli`; matplotlib loads only inside the commands.
 """
@@ -15,7 +15,7 @@ RunDir = Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run folder (t
 
 def report_cmd(run_dir: RunDir) -> None:
     """Draw a run's plots and write its summary.md into RUN_DIR/report/; prints the files written."""
-    from autolr.report import write_report
+    from autolr.report.summary import write_report
 
     for path in write_report(run_dir):
         typer.echo(str(path.resolve()))
@@ -29,7 +29,7 @@ def compare_cmd(
     from rich.console import Console
     from rich.table import Table
 
-    from autolr.report import write_comparison
+    from autolr.report.compare import write_comparison
 
     result = write_comparison(run_dirs, output)
     console = Console()

@@ -1,6 +1,6 @@
-"""A study's tables and figure: `study.md` and `study.png`, drawn from its summary (`autolr.modes.study`).
-
-(Issue 14's move puts this module at `autolr/report/study.py`.)
+"""A study's statistics and how they look: `summarize` (per arm, and paired against the baseline, from
+the rows of `study.csv` alone: `read_csv`), `study.md` and `study.png` (`autolr.experiments.study` runs
+the study and calls these).
 
 Numbers are percent for metrics (recall@K, MAP@R, accuracy) and plain for costs; an interval that does
 not exist (one seed) is shown as "-" and said in words, never drawn as zero width.
@@ -8,10 +8,14 @@ not exist (one seed) is shown as "-" and said in words, never drawn as zero widt
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 from typing import Any
 
-from autolr import _io
+from autolr import fileio
+from autolr.eval.stats import paired_difference, t_interval
+
+COST_KEYS = ("wall_seconds", "train_seconds", "epochs_trained", "trial_epochs_per_epoch")
 
 COST_LABELS = {"wall_seconds": "wall s", "train_seconds": "train s", "epochs_trained": "epochs trained",
                "trial_epochs_per_epoch": "trial epochs / epoch"}
@@ -102,7 +106,7 @@ def plot(summary: dict[str, Any], table: list[dict[str, Any]], path: Path) -> No
     right.set(xlabel="wall seconds per run (mean)", ylabel=f"test {metric} (%)", title=f"{metric} against cost")
     right.legend(fontsize=7)
     fig.tight_layout()
-    _io.atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=110))
+    fileio.atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=110))
 
 
 def _point(ax, metric: dict[str, Any] | None, cost: dict[str, Any] | None, row: int | None, color: str,
@@ -140,3 +144,64 @@ def print_study(summary: dict[str, Any], folder: Path, seeds: int) -> None:
     if seeds < 2:
         console.print("one seed per arm: no interval exists (use --seeds 3 or more)")
     console.print(f"written: {', '.join(str(folder / n) for n in ('study.csv', 'study.json', 'study.md', 'study.png'))}")
+
+
+def arm_label(values: dict[str, str]) -> str:
+    return " ".join(f"{k}={v}" for k, v in values.items())
+
+
+def read_csv(path: str | Path) -> list[dict[str, Any]]:
+    """study.csv back into rows, numbers as numbers (blank cells as None)."""
+    def value(text: str) -> Any:
+        if text == "":
+            return None
+        try:
+            return int(text)
+        except ValueError:
+            try:
+                return float(text)
+            except ValueError:
+                return text
+
+    with open(path, newline="") as f:
+        return [{k: value(v) if k not in ("arm", "run", "status") else v for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def summarize(table: list[dict[str, Any]], arm_keys: list[str], baseline: dict[str, str], metric: str) -> dict[str, Any]:
+    """The study's statistics from its rows alone (study.csv): per arm, and paired against the baseline.
+
+    Each arm is paired with the baseline arm that differs from it only in the baseline's key (with one
+    arm key: the baseline arm itself), over the seeds both finished.
+    """
+    ok = [r for r in table if r["status"] == "ok"]
+    names = [k for k in table[0] if k.startswith(("recall@", "map@", "accuracy", "top"))] if table else []
+    arms: dict[str, list[dict[str, Any]]] = {}
+    for r in table:
+        arms.setdefault(r["arm"], [])
+    for r in ok:
+        arms[r["arm"]].append(r)
+    (bkey, bvalue), = baseline.items()
+    out: dict[str, Any] = {"metric": metric, "baseline": f"{bkey}={bvalue}", "confidence": 0.95, "arms": {}}
+    for label, mine in arms.items():
+        values = next((dict((k, str(r[k])) for k in arm_keys) for r in table if r["arm"] == label), {})
+        entry: dict[str, Any] = {"values": values, "seeds": sorted(r["seed"] for r in mine),
+                                 "diverged": sum(1 for r in table if r["arm"] == label and r["status"] != "ok")}
+        entry["metrics"] = {k: _estimate([r[k] for r in mine if r[k] is not None]) for k in names}
+        entry["cost"] = {k: _estimate([r[k] for r in mine if r[k] is not None]) for k in COST_KEYS}
+        partner = arm_label({**values, bkey: bvalue}) if values else None
+        entry["baseline_arm"] = partner
+        if partner and partner != label and partner in arms:
+            base = {r["seed"]: r for r in arms[partner]}
+            seeds = [r["seed"] for r in sorted(mine, key=lambda r: r["seed"]) if r["seed"] in base]
+            pairs = {r["seed"]: r for r in mine}
+            entry["paired_seeds"] = seeds
+            entry["paired"] = {
+                k: paired_difference([pairs[s][k] for s in seeds], [base[s][k] for s in seeds]).as_dict()
+                for k in names if seeds
+            }
+        out["arms"][label] = entry
+    return out
+
+
+def _estimate(values: list[float]) -> dict[str, Any] | None:
+    return t_interval(values).as_dict() if values else None

@@ -116,7 +116,7 @@ def evaluate_model(
     """Recall@K and MAP@R of `net` on a DataBundle's evaluation split(s): all-vs-all or query vs gallery;
     for a classification dataset (CIFAR), the head's top-1 and top-5 accuracy on its test split."""
     from autolr.data.loader import make_loader
-    from autolr.metrics import recall_and_map
+    from autolr.eval.metrics import recall_and_map
 
     net = net.to(device).eval()
     if getattr(data, "task", "retrieval") == "classification":
@@ -145,7 +145,7 @@ def predict(net, loader, device: torch.device) -> tuple[torch.Tensor, torch.Tens
 
 def accuracy(net, loader, device: torch.device, num_classes: int) -> dict[str, float]:
     """Top-1 and top-5 accuracy of the training head (its classes must be the dataset's)."""
-    from autolr.metrics import top_k_accuracy
+    from autolr.eval.metrics import top_k_accuracy
 
     out = net.head[-1].out_features
     if out != num_classes:
@@ -176,9 +176,9 @@ def evaluate_saved(
 
     The result is also written to `RUN_DIR/eval-<dataset>.json` when `path` is a run folder.
     """
-    from autolr._io import write_json
     from autolr.data import load_data
     from autolr.data.transforms import test_resize
+    from autolr.fileio import write_json
 
     dev = pick_device(device)  # first: a wrong device fails before anything loads
     saved = load_saved(path)

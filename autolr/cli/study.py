@@ -1,4 +1,4 @@
-"""`autolr study`: a thin skin over `autolr.modes.study`, mounted on the main app by `register(app)`.
+"""`autolr study`: a thin skin over `autolr.experiments.study`, mounted on the main app by `register(app)`.
 
 (Issue 14's move puts this module at `autolr/cli/study.py`.)"""
 
@@ -24,10 +24,9 @@ def study(
     baseline: Annotated[Optional[str], typer.Option("--baseline", help="KEY=V the other arms are paired against (default: the first value of the first --arm).")] = None,  # noqa: UP045
 ) -> None:
     """Every arm x seed as a full run on the test split: means, 95% intervals, paired differences, cost."""
-    from autolr import engine
-    from autolr.modes.study import parse_arm, run_study
-    from autolr.modes.study_report import print_study
+    from autolr.experiments.study import parse_arm, run_study
+    from autolr.report.study import print_study
 
-    result = run_study(recipe, [parse_arm(a) for a in arm], seeds=seeds, run=engine.run, overrides=set_ or [],
+    result = run_study(recipe, [parse_arm(a) for a in arm], seeds=seeds, overrides=set_ or [],
                        output=output, resume=resume, baseline=baseline)
     print_study(result.summary, result.folder, result.seeds)

@@ -25,9 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autolr import _io
-from autolr.errors import AutolrError
+from autolr import fileio, runner
+from autolr.errors import AutolrError, Diverged
 from autolr.recipe import Recipe, load_recipe
+from autolr.report.study import COST_KEYS, arm_label, markdown, plot, read_csv, summarize  # noqa: F401 - read_csv: API
+from autolr.rundir import grid_folder, main_reads
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -37,7 +39,6 @@ else:  # pragma: no cover
 # Keys whose difference between a finished run and the study's recipe does not change what it measured.
 NOT_COMPARED = ("output.", "data.workers", "data.cache_dir", "eval.batch_size", "train.log_every",
                 "train.keep_checkpoints")
-COST_KEYS = ("wall_seconds", "train_seconds", "epochs_trained", "trial_epochs_per_epoch")
 
 
 @dataclass
@@ -70,10 +71,6 @@ class StudyResult:
     metric: str  # the main metric: recall@1, or accuracy for classification
     runs: list[StudyRun]
     summary: dict[str, Any] = field(default_factory=dict)
-
-
-def arm_label(values: dict[str, str]) -> str:
-    return " ".join(f"{k}={v}" for k, v in values.items())
 
 
 def parse_arm(text: str) -> Arm:
@@ -183,8 +180,6 @@ def _slug(value: str) -> str:
 
 def study_folder(recipe: Recipe, output: str | Path | None, resume: bool) -> Path:
     """`--output`, a new `output.dir/<name>-study-<timestamp>`, or with --resume the newest such study."""
-    from autolr.rundir import grid_folder
-
     return grid_folder(recipe, output, resume, "study", "finished runs", say)
 
 
@@ -246,16 +241,13 @@ def _read_finished(run: StudyRun) -> tuple[dict[str, Any] | None, bool]:
 
 def run_one(run: StudyRun, train: Callable[..., Any]) -> None:
     """Train and test one run (`train`: `autolr.run`), unless its folder already holds the finished run."""
-    from autolr import engine
-    from autolr.rundir import main_reads
-
     saved, started = main_reads(_processes(), lambda: _read_finished(run))
     if saved is not None:
         run.metrics = saved
     else:
         try:  # --resume only for a run that started before: a fresh run's log says nothing of resuming
             run.metrics = train(run.recipe, output=run.folder, resume=started).metrics
-        except engine.Diverged as e:  # one diverging run must not end the study; it is counted as such
+        except Diverged as e:  # one diverging run must not end the study; it is counted as such
             run.metrics, run.error = {}, str(e)
             say(f"{run.arm} seed {run.seed} diverged: {e}")
     run.cost = main_reads(_processes(), lambda: read_cost(run.folder / "log.jsonl", run.metrics, run.recipe))
@@ -268,7 +260,7 @@ def read_cost(log_file: Path, metrics: dict[str, Any], recipe: Recipe) -> dict[s
     `seconds` are all its trials'; an older log's epoch row holds only the kept trial's seconds, so
     there the trials' own rows are summed.
     """
-    log = _io.read_jsonl(log_file)
+    log = fileio.read_jsonl(log_file)
     epochs = [r for r in log if r.get("kind") == "epoch"]
     trials = [r for r in log if r.get("kind") == "trial"]
     if trials and not all("trial_seconds" in r for r in epochs):
@@ -287,15 +279,14 @@ def read_cost(log_file: Path, metrics: dict[str, Any], recipe: Recipe) -> dict[s
 
 
 def run_study(
-    recipe: str | Path, arms: list[Arm], *, seeds: int, run: Callable[..., Any], overrides: list[str] = (),
+    recipe: str | Path, arms: list[Arm], *, seeds: int, run: Callable[..., Any] | None = None, overrides: list[str] = (),
     output: str | Path | None = None, resume: bool = False, baseline: str | None = None,
 ) -> StudyResult:
     """Run (or resume) every arm x seed, then write study.csv, study.json, study.md and study.png.
 
-    `run` trains one run: `autolr.run`, passed in because the runner sits above the modes.
+    `run` trains one run (default `autolr.run`; tests pass a stand-in).
     """
-    from autolr.rundir import main_reads
-
+    run = run or runner.run
     base = parse_baseline(baseline, arms)
     first = load_recipe(recipe, list(overrides))
     folder = main_reads(_processes(), lambda: study_folder(first, output, resume))
@@ -348,67 +339,6 @@ def rows(result: StudyResult) -> list[dict[str, Any]]:
     return out
 
 
-def read_csv(path: str | Path) -> list[dict[str, Any]]:
-    """study.csv back into rows, numbers as numbers (blank cells as None)."""
-    def value(text: str) -> Any:
-        if text == "":
-            return None
-        try:
-            return int(text)
-        except ValueError:
-            try:
-                return float(text)
-            except ValueError:
-                return text
-
-    with open(path, newline="") as f:
-        return [{k: value(v) if k not in ("arm", "run", "status") else v for k, v in row.items()} for row in csv.DictReader(f)]
-
-
-def summarize(table: list[dict[str, Any]], arm_keys: list[str], baseline: dict[str, str], metric: str) -> dict[str, Any]:
-    """The study's statistics from its rows alone (study.csv): per arm, and paired against the baseline.
-
-    Each arm is paired with the baseline arm that differs from it only in the baseline's key (with one
-    arm key: the baseline arm itself), over the seeds both finished.
-    """
-    from autolr.eval.stats import paired_difference
-
-    ok = [r for r in table if r["status"] == "ok"]
-    names = [k for k in table[0] if k.startswith(("recall@", "map@", "accuracy", "top"))] if table else []
-    arms: dict[str, list[dict[str, Any]]] = {}
-    for r in table:
-        arms.setdefault(r["arm"], [])
-    for r in ok:
-        arms[r["arm"]].append(r)
-    (bkey, bvalue), = baseline.items()
-    out: dict[str, Any] = {"metric": metric, "baseline": f"{bkey}={bvalue}", "confidence": 0.95, "arms": {}}
-    for label, mine in arms.items():
-        values = next((dict((k, str(r[k])) for k in arm_keys) for r in table if r["arm"] == label), {})
-        entry: dict[str, Any] = {"values": values, "seeds": sorted(r["seed"] for r in mine),
-                                 "diverged": sum(1 for r in table if r["arm"] == label and r["status"] != "ok")}
-        entry["metrics"] = {k: _estimate([r[k] for r in mine if r[k] is not None]) for k in names}
-        entry["cost"] = {k: _estimate([r[k] for r in mine if r[k] is not None]) for k in COST_KEYS}
-        partner = arm_label({**values, bkey: bvalue}) if values else None
-        entry["baseline_arm"] = partner
-        if partner and partner != label and partner in arms:
-            base = {r["seed"]: r for r in arms[partner]}
-            seeds = [r["seed"] for r in sorted(mine, key=lambda r: r["seed"]) if r["seed"] in base]
-            pairs = {r["seed"]: r for r in mine}
-            entry["paired_seeds"] = seeds
-            entry["paired"] = {
-                k: paired_difference([pairs[s][k] for s in seeds], [base[s][k] for s in seeds]).as_dict()
-                for k in names if seeds
-            }
-        out["arms"][label] = entry
-    return out
-
-
-def _estimate(values: list[float]) -> dict[str, Any] | None:
-    from autolr.eval.stats import t_interval
-
-    return t_interval(values).as_dict() if values else None
-
-
 def write_csv(result: StudyResult) -> None:
     table = rows(result)
     if not table:
@@ -417,16 +347,14 @@ def write_csv(result: StudyResult) -> None:
     writer = csv.DictWriter(buffer, fieldnames=list(table[0]))
     writer.writeheader()
     writer.writerows(table)
-    _io.write_text(result.folder / "study.csv", buffer.getvalue())
+    fileio.write_text(result.folder / "study.csv", buffer.getvalue())
 
 
 def write_outputs(result: StudyResult) -> None:
     """study.csv, study.json, study.md and study.png, each written atomically."""
-    from autolr.modes.study_report import markdown, plot
-
     write_csv(result)
-    _io.write_json(result.folder / "study.json", {
+    fileio.write_json(result.folder / "study.json", {
         "arms": {a.key: a.values for a in result.arms}, "seeds": result.seeds, **result.summary,
     })
-    _io.write_text(result.folder / "study.md", markdown(result.summary, result.seeds))
+    fileio.write_text(result.folder / "study.md", markdown(result.summary, result.seeds))
     plot(result.summary, rows(result), result.folder / "study.png")

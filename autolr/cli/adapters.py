@@ -44,7 +44,7 @@ def describe(model_name: str, prune: int = 0) -> dict[str, Any]:
     import torch
 
     from autolr.adapters import get_adapter, load_plugins, split_parameters
-    from autolr.adapters._surgery import input_size
+    from autolr.adapters.surgery import input_size
     from autolr.recipe import ModelConfig
     from autolr.weights import create_timm_model
 

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from autolr import _io
+from autolr import fileio
 from autolr.errors import AutolrError
 from autolr.model import RetrievalNet
 from autolr.recipe import Recipe
@@ -135,7 +135,7 @@ def _open(recipe: Recipe, path: Path, accelerator) -> tuple[RunDir, dict[str, An
 
 def _train_candidate(recipe: Recipe, accelerator, rundir: RunDir, depth: int, metric: str) -> dict[str, Any]:
     """One full fine-tune at `depth` on the validation protocol, or its saved result."""
-    from autolr.engine import train_and_evaluate
+    from autolr.train.loop import train_and_evaluate
 
     c = search_recipe(recipe, depth)
     sub, metrics = _open(c, rundir.path / "prune" / f"drop-{depth}", accelerator)
@@ -211,7 +211,7 @@ def _mean_cross_entropy(outputs: list[torch.Tensor], labels: torch.Tensor) -> to
 def _train_heads(recipe: Recipe, accelerator, rundir: RunDir, max_depth: int, metric: str) -> dict[int, dict]:
     """One joint training with a head per cut; every cut scored on the validation split."""
     from autolr.data.transforms import build_transforms
-    from autolr.engine import fit, setup
+    from autolr.train.loop import fit, setup
 
     c = search_recipe(recipe, 0)
     sub, saved = _open(c, rundir.path / "prune" / "heads", accelerator)
@@ -241,8 +241,8 @@ def _train_heads(recipe: Recipe, accelerator, rundir: RunDir, max_depth: int, me
 def score_cuts(trainer, metric: str) -> list[float]:
     """`metric` of every cut on the evaluation split: Recall@K / MAP@R of its pooled features, or the
     accuracy of its head (classification)."""
-    from autolr.engine import _gather_in_order
-    from autolr.metrics import recall_and_map, top_k_accuracy
+    from autolr.eval.metrics import recall_and_map, top_k_accuracy
+    from autolr.train.accel import gather_in_order
 
     acc, model = trainer.accelerator, trainer.model
     loader = trainer.eval_loaders["test"]
@@ -262,10 +262,10 @@ def score_cuts(trainer, metric: str) -> list[float]:
             labels.append(y.to(acc.device))
     model.train()
     n = len(loader.dataset)
-    y = _gather_in_order(acc, torch.cat(labels), n)
+    y = gather_in_order(acc, torch.cat(labels), n)
     scores = []
     for chunks in per_cut:  # each cut scored like a run's evaluation: the same metric names
-        rows = _gather_in_order(acc, torch.cat(chunks), n)
+        rows = gather_in_order(acc, torch.cat(chunks), n)
         if trainer.task == "classification":
             found = top_k_accuracy(rows, y)
         else:
@@ -282,7 +282,7 @@ def _log_candidate(rundir: RunDir, row: dict[str, Any], main: bool) -> None:
     """One `prune_candidate` row per depth in the run's log.jsonl, also across resumes."""
     if not main:
         return
-    seen = {(r.get("kind"), r.get("drop_top")) for r in _io.read_jsonl(rundir.path / "log.jsonl")}
+    seen = {(r.get("kind"), r.get("drop_top")) for r in fileio.read_jsonl(rundir.path / "log.jsonl")}
     if ("prune_candidate", row["drop_top"]) not in seen:
         rundir.log(row)
 
@@ -290,7 +290,7 @@ def _log_candidate(rundir: RunDir, row: dict[str, Any], main: bool) -> None:
 def _print_candidates(candidates: dict[int, dict], metric: str, depth: int, estimator: str) -> None:
     from rich.table import Table
 
-    from autolr.engine import _console
+    from autolr.console import console
 
     shared = estimator == "heads"  # one training scored every cut: its cost is not per row
     title = f"pruning search ({estimator}): {metric} on the validation split"
@@ -302,4 +302,4 @@ def _print_candidates(candidates: dict[int, dict], metric: str, depth: int, esti
     for d, c in sorted(candidates.items()):
         cost = () if shared else (f"{c['seconds']:.0f}",)
         table.add_row(str(d), f"{100 * c['score']:.2f}", *cost, "chosen" if d == depth else "")
-    _console().print(table)
+    console().print(table)

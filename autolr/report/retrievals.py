@@ -60,7 +60,7 @@ def grid_k(recall_at: list[int]) -> int:
 
 def make_grid(embedded: dict[str, tuple[torch.Tensor, torch.Tensor]], k: int, n: int, seed: int) -> Grid:
     """The grid's rows from the embedded evaluation split(s), {"test"} or {"query", "gallery"}."""
-    from autolr.metrics import nearest_neighbours
+    from autolr.eval.metrics import nearest_neighbours
 
     qs, gs = ("query", "gallery") if "query" in embedded else ("test", "test")
     (q, ql), (g, gl) = embedded[qs], embedded[gs]
@@ -163,7 +163,7 @@ def run_grid(path: Path, *, cache: Path | None = None, n: int = ROWS, device: st
     `cache` when it was made from this model file with these settings, else embedded afresh (and cached)."""
     from autolr.data import load_data
     from autolr.data.transforms import test_resize
-    from autolr.evaluation import eval_data_recipe, eval_transform, load_saved, pick_device
+    from autolr.eval.saved import eval_data_recipe, eval_transform, load_saved, pick_device
 
     dev = pick_device(device)
     saved = load_saved(path)
@@ -180,14 +180,14 @@ def run_grid(path: Path, *, cache: Path | None = None, n: int = ROWS, device: st
     key = _signature(path, recipe, n, grid_k(recall_at))
     grid = _read_cache(cache, key)
     if grid is None:
-        import autolr.embed as eval_embed
+        import autolr.eval.embed as eval_embed
 
         embedded = eval_embed.embed_splits(saved.net, splits, test_tf, device=dev, flip=saved.recipe.eval.flip,
                                            batch_size=saved.recipe.eval.batch_size, workers=recipe.data.workers,
                                            seed=recipe.train.seed, progress=True)
         grid = make_grid(embedded, grid_k(recall_at), n, recipe.train.seed)
         if cache is not None:
-            from autolr._io import write_json
+            from autolr.fileio import write_json
 
             write_json(cache, {"signature": key, "grid": asdict(grid)})
     return grid, splits, {"model": saved.model_name, "dataset": bundle.name}
@@ -216,7 +216,7 @@ def _read_cache(cache: Path | None, key: dict[str, Any]) -> Grid | None:
 
 def write_eval_grid(path: str | Path, n: int, **dataset: Any) -> Path:
     """`autolr eval --retrievals N`: the grid for the dataset evaluated, into RUN_DIR/report/retrievals-<name>.png."""
-    from autolr._io import atomic_write
+    from autolr.fileio import atomic_write
 
     folder = Path(path) if Path(path).is_dir() else Path(path).parent
     grid, splits, about = run_grid(Path(folder), n=n, **dataset)

@@ -26,16 +26,16 @@ _state = {"debug": False}
 
 
 def _mount_subcommands() -> None:
-    from autolr._cli_adapters import app as adapters_app
-    from autolr._cli_data import app as data_app
-    from autolr._cli_report import register as register_report
-    from autolr._cli_tools import register as register_tools
+    from autolr.cli.adapters import app as adapters_app
+    from autolr.cli.data import app as data_app
+    from autolr.cli.report import register as register_report
+    from autolr.cli.tools import register as register_tools
 
     app.add_typer(adapters_app, name="adapters")
     app.add_typer(data_app, name="data")
     register_report(app)
     register_tools(app)
-    from autolr._cli_study import register as register_study  # `autolr study`
+    from autolr.cli.study import register as register_study  # `autolr study`
     register_study(app)
 
 SetOption = Annotated[
@@ -59,8 +59,8 @@ def run(
 ) -> None:
     """Fine-tune and evaluate as the recipe says; leaves a run folder with metrics and the model."""
     from autolr.adapters import load_plugins
-    from autolr.engine import run as run_recipe
     from autolr.recipe import load_recipe
+    from autolr.runner import run as run_recipe
 
     load_plugins()  # in every process a launcher starts: a user's backbone is a timm name from here on
     result = run_recipe(load_recipe(recipe, set_ or ()), output=output, resume=resume, overwrite=overwrite)
