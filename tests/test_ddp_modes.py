@@ -3,12 +3,10 @@ sweep, a depth search and an oracle cycle, so the process group must outlive eac
 writes what it decided; the ranks must agree, and an epoch must have the optimizer steps of one process."""
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
+from _torchrun import launch, torchrun
 
 import autolr
 
@@ -22,7 +20,7 @@ SCRIPT = textwrap.dedent('''
     from pathlib import Path
 
     import autolr
-    from autolr.sweep import parse_grid, run_sweep
+    from autolr.experiments.sweep import parse_grid, run_sweep
 
     out, sets = Path(sys.argv[1]), sys.argv[2:]
     scores = lambda m: {k: v for k, v in m.items() if k.startswith(("recall@", "map@"))}
@@ -42,24 +40,16 @@ SCRIPT = textwrap.dedent('''
 ''')
 
 
-def _torchrun():
-    path = os.path.join(os.path.dirname(sys.executable), "torchrun")
-    return path if os.path.exists(path) else None
-
-
 def _epoch_steps(log_file):
     return [r["steps"] for r in map(json.loads, log_file.read_text().splitlines()) if r["kind"] == "epoch"]
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(_torchrun() is None, reason="torchrun missing")
+@pytest.mark.skipif(torchrun() is None, reason="torchrun missing")
 def test_sweep_search_and_oracle_in_one_two_process_launch(tmp_path):
-    script, out = tmp_path / "modes.py", tmp_path / "out"
-    script.write_text(SCRIPT)
+    out = tmp_path / "out"
     out.mkdir()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    cmd = [_torchrun(), "--nproc_per_node", "2", str(script), str(out), *TINY]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    proc = launch(SCRIPT, [str(out), *TINY], tmp_path)
     assert proc.returncode == 0, proc.stderr[-4000:]
     ranks = [json.loads((out / f"decided-{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0] == ranks[1]  # the same cell, depth and oracle LR on both ranks
