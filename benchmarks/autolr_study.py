@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 # Each schedule at the LR `autolr sweep` chose for it on the target's validation split (recipe comments)
-ARM = ('train={schedule="autolr", lr=0.03},{schedule="constant"},{schedule="step", lr=0.03},'
+ARM = ('train={schedule="autolr", lr=0.01},{schedule="constant", lr=0.01},{schedule="step", lr=0.01},'
        '{schedule="cosine", lr=0.03},{schedule="layer_decay", lr=0.03}')
 RECIPES = Path(__file__).resolve().parent / "recipes"
 DIGITS_SOURCE = (0, 1, 2, 3)
