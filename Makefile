@@ -1,6 +1,6 @@
 # `make demo` and `make test` create .venv on first use (pip, with this machine's local torch wheels);
 # a second call skips the install. Override the torch pin for other machines:
-#   make test TORCH="torch torchvision"
+#   make test TORCH="torch torchvision"      (and JOBS=8 for 8 pytest workers on a larger machine)
 PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.14.1 torchvision==0.29.1
@@ -28,9 +28,11 @@ $(STAMP): pyproject.toml setup.py $(FILES)
 demo: $(STAMP)
 	$(BIN)/autolr run quickstart
 
-# pytest's exit code 5 means no test ran: that is a failure too.
+# pytest's exit code 5 means no test ran: that is a failure too. JOBS pytest-xdist workers, each test
+# file on one worker (its module fixtures, a trained run say, are built once): 2 for CI's 2 cores.
+JOBS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q; rc=$$?; \
+	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 # ruff, then the import rules: import-linter's contracts (pyproject.toml) on the package laid out as it

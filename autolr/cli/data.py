@@ -87,12 +87,15 @@ def _range(stats) -> str:
 
 
 def _logging() -> None:
-    """Show autolr's info lines (which copy is read, what was skipped) on the console."""
+    """Show autolr's info lines (which copy is read, what was skipped) on the console, on stderr like every
+    log line: stdout is for what a command prints as its result."""
     import logging
 
     from rich.logging import RichHandler
 
+    from autolr.console import console
+
     top, log = logging.getLogger("autolr"), logging.getLogger("autolr.data")
     if not (top.handlers or log.handlers):  # the main CLI may have set up logging already
-        log.addHandler(RichHandler(show_path=False, show_time=False))
+        log.addHandler(RichHandler(console=console(), show_path=False, show_time=False))
         log.setLevel(logging.INFO)
