@@ -97,3 +97,12 @@ def setup_logging(run_dir: Path | None, main: bool) -> None:
     for h in handlers:
         h._autolr = True
         log.addHandler(h)
+
+
+def say(text: str) -> None:
+    """A progress line on stderr outside a run (a sweep's or study's), where the run's logger is not set
+    up; printed as is (no rich markup)."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    Console(stderr=True, soft_wrap=True).print(escape(text), highlight=False)

@@ -24,6 +24,25 @@ log = logging.getLogger("autolr")
 T = TypeVar("T")
 
 
+def launcher_state():
+    """accelerate's process state under a launcher (several processes), else None: what `main_reads`
+    needs outside a run (a sweep or study folder), where no Accelerator exists yet."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def is_main_process() -> bool:
+    """True on the one process that reads and writes the folders (always, without a launcher)."""
+    state = launcher_state()
+    return state is None or state.is_main_process
+
+
 def main_reads(accelerator, read: Callable[[], T]) -> T:
     """`read()` on the main process, its result on every rank (a user error too, raised everywhere).
 
@@ -241,8 +260,8 @@ def check_resumable(recipe: Recipe, path: Path) -> None:
         return
     from autolr.recipe import load_recipe
 
-    saved = _flat(load_recipe(saved_file).model_dump())
-    given = _flat(recipe.model_dump())
+    saved = flat(load_recipe(saved_file).model_dump())
+    given = flat(recipe.model_dump())
     differ = [k for k in given if k.startswith(FIXED_ON_RESUME) and k not in FREE_ON_RESUME and k in saved and saved[k] != given[k]]
     if differ:
         shown = "; ".join(f"{k} = {given[k]!r} here, {saved[k]!r} in the run" for k in differ[:4])
@@ -253,7 +272,8 @@ def check_resumable(recipe: Recipe, path: Path) -> None:
         )
 
 
-def _flat(sections: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def flat(sections: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """A recipe's `model_dump()` as dotted keys: {"train.lr": 0.01, ...}."""
     return {f"{section}.{key}": value for section, values in sections.items() for key, value in values.items()}
 
 

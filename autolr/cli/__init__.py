@@ -29,14 +29,15 @@ def _mount_subcommands() -> None:
     from autolr.cli.adapters import app as adapters_app
     from autolr.cli.data import app as data_app
     from autolr.cli.report import register as register_report
+    from autolr.cli.study import register as register_study
     from autolr.cli.tools import register as register_tools
 
     app.add_typer(adapters_app, name="adapters")
     app.add_typer(data_app, name="data")
     register_report(app)
     register_tools(app)
-    from autolr.cli.study import register as register_study  # `autolr study`
     register_study(app)
+
 
 SetOption = Annotated[
     Optional[list[str]],  # noqa: UP045 - typer needs Optional on 3.10

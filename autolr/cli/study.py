@@ -1,6 +1,4 @@
-"""`autolr study`: a thin skin over `autolr.experiments.study`, mounted on the main app by `register(app)`.
-
-(Issue 14's move puts this module at `autolr/cli/study.py`.)"""
+"""`autolr study`: a thin skin over `autolr.experiments.study`, mounted on the main app by `register(app)`."""
 
 from __future__ import annotations
 

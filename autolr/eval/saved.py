@@ -1,6 +1,6 @@
 """`autolr eval`: score a saved model on any supported dataset, outside the run that trained it.
 
-The scoring replicates the engine's `evaluate` (same loaders, test transform, flip sum and metrics) on one
+The scoring replicates the training loop's `evaluate` (same loaders, test transform, flip sum and metrics) on one
 process, so evaluating a run folder on its own test split reproduces its `metrics.json`.
 """
 

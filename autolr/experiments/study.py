@@ -19,22 +19,17 @@ import io
 import itertools
 import json
 import re
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from autolr import fileio, runner
+from autolr.console import say
 from autolr.errors import AutolrError, Diverged
-from autolr.recipe import Recipe, load_recipe
+from autolr.recipe import Recipe, load_recipe, tomllib
 from autolr.report.study import COST_KEYS, arm_label, markdown, plot, read_csv, summarize  # noqa: F401 - read_csv: API
-from autolr.rundir import grid_folder, main_reads
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from autolr.rundir import flat, grid_folder, is_main_process, launcher_state, main_reads
 
 # Keys whose difference between a finished run and the study's recipe does not change what it measured.
 NOT_COMPARED = ("output.", "data.workers", "data.cache_dir", "eval.batch_size", "train.log_every",
@@ -178,17 +173,15 @@ def _slug(value: str) -> str:
     return re.sub(r"[^\w.+=-]", "", re.sub(r",\s*", "+", value)) or "empty"
 
 
+def _say(text: str) -> None:
+    """Progress on stderr, from the main process."""
+    if is_main_process():
+        say(text)
+
+
 def study_folder(recipe: Recipe, output: str | Path | None, resume: bool) -> Path:
     """`--output`, a new `output.dir/<name>-study-<timestamp>`, or with --resume the newest such study."""
     return grid_folder(recipe, output, resume, "study", "finished runs", say)
-
-
-def say(text: str) -> None:
-    """Progress on stderr (the run's logger is only set up once a run starts)."""
-    from rich.console import Console
-    from rich.markup import escape
-
-    Console(stderr=True, soft_wrap=True).print(escape(text), highlight=False)
 
 
 def check_same_recipe(run: StudyRun) -> None:
@@ -200,36 +193,14 @@ def check_same_recipe(run: StudyRun) -> None:
     saved_file = run.folder / "recipe.toml"
     if not saved_file.is_file():
         return
-    saved = _flat(load_recipe(saved_file).model_dump())
-    given = _flat(run.recipe.model_dump())
+    saved = flat(load_recipe(saved_file).model_dump())
+    given = flat(run.recipe.model_dump())
     ignored = NOT_COMPARED + (() if run.recipe.train.schedule == "autolr" else ("autolr.",))  # unused keys
     differ = [k for k in given if k in saved and not k.startswith(ignored) and saved[k] != given[k]]
     if differ:
         shown = "; ".join(f"{k} = {given[k]!r} here, {saved.get(k)!r} in the run" for k in differ[:3])
         raise AutolrError(f"{run.folder} was run with another recipe ({shown}): resume with the same recipe"
                           " and --set, or start a new study with another --output")
-
-
-def _flat(sections: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    return {f"{s}.{k}": v for s, values in sections.items() for k, v in values.items()}
-
-
-def _processes():
-    """accelerate's process state under a launcher (several processes), else None: only the main process
-    reads and writes the study folder, and tells the others (it may be on another node)."""
-    import os
-
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return None
-    import torch
-    from accelerate import PartialState
-
-    return PartialState(cpu=not torch.cuda.is_available())
-
-
-def _is_main() -> bool:
-    state = _processes()
-    return state is None or state.is_main_process
 
 
 def _read_finished(run: StudyRun) -> tuple[dict[str, Any] | None, bool]:
@@ -241,7 +212,7 @@ def _read_finished(run: StudyRun) -> tuple[dict[str, Any] | None, bool]:
 
 def run_one(run: StudyRun, train: Callable[..., Any]) -> None:
     """Train and test one run (`train`: `autolr.run`), unless its folder already holds the finished run."""
-    saved, started = main_reads(_processes(), lambda: _read_finished(run))
+    saved, started = main_reads(launcher_state(), lambda: _read_finished(run))
     if saved is not None:
         run.metrics = saved
     else:
@@ -249,8 +220,8 @@ def run_one(run: StudyRun, train: Callable[..., Any]) -> None:
             run.metrics = train(run.recipe, output=run.folder, resume=started).metrics
         except Diverged as e:  # one diverging run must not end the study; it is counted as such
             run.metrics, run.error = {}, str(e)
-            say(f"{run.arm} seed {run.seed} diverged: {e}")
-    run.cost = main_reads(_processes(), lambda: read_cost(run.folder / "log.jsonl", run.metrics, run.recipe))
+            _say(f"{run.arm} seed {run.seed} diverged: {e}")
+    run.cost = main_reads(launcher_state(), lambda: read_cost(run.folder / "log.jsonl", run.metrics, run.recipe))
 
 
 def read_cost(log_file: Path, metrics: dict[str, Any], recipe: Recipe) -> dict[str, Any]:
@@ -289,21 +260,21 @@ def run_study(
     run = run or runner.run
     base = parse_baseline(baseline, arms)
     first = load_recipe(recipe, list(overrides))
-    folder = main_reads(_processes(), lambda: study_folder(first, output, resume))
+    folder = main_reads(launcher_state(), lambda: study_folder(first, output, resume))
     runs = make_runs(recipe, arms, seeds, folder, overrides)
-    if _is_main():
+    if is_main_process():
         folder.mkdir(parents=True, exist_ok=True)
     if seeds == 1:
-        say("one seed: the study reports means only; no interval exists (use --seeds 3 or more)")
+        _say("one seed: the study reports means only; no interval exists (use --seeds 3 or more)")
     result = StudyResult(folder, arms, base, seeds, "recall@1", runs)
     for i, one in enumerate(runs, 1):
-        say(f"study run {i}/{len(runs)}: {one.arm} seed {one.seed}")
+        _say(f"study run {i}/{len(runs)}: {one.arm} seed {one.seed}")
         run_one(one, run)
-        if _is_main():
+        if is_main_process():
             write_csv(result)  # after every run: a killed study still shows what it has
     result.metric = main_metric(runs)
     result.summary = summarize(rows(result), [a.key for a in arms], base, result.metric)
-    if _is_main():
+    if is_main_process():
         write_outputs(result)
     return result
 

@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from autolr import fileio
+from autolr.console import say
 from autolr.errors import AutolrError, Diverged
 from autolr.recipe import Recipe, load_recipe
-from autolr.rundir import grid_folder, main_reads
+from autolr.rundir import grid_folder, is_main_process, launcher_state, main_reads
 from autolr.runner import run
 
 
@@ -101,41 +102,14 @@ def sweep_folder(recipe: Recipe, output: str | Path | None, resume: bool) -> Pat
     return grid_folder(recipe, output, resume, "sweep", "finished cells", _say)
 
 
-def _processes():
-    """accelerate's process state under a launcher (several processes), else None: only the main
-    process reads and writes the sweep folder, and tells the others (it may be on another node)."""
-    import os
-
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return None
-    from accelerate import PartialState
-
-    return PartialState(cpu=not _cuda())
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def _is_main() -> bool:
-    state = _processes()
-    return state is None or state.is_main_process
-
-
 def _read_json(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
 def _say(text: str) -> None:
-    """Progress on stderr (the engine's logger is only set up once a run starts), from the main process."""
-    if not _is_main():
-        return
-    from rich.console import Console
-    from rich.markup import escape
-
-    Console(stderr=True, soft_wrap=True).print(escape(text), highlight=False)
+    """Progress on stderr, from the main process."""
+    if is_main_process():
+        say(text)
 
 
 def _make_folder(recipe: Recipe, output: str | Path | None, resume: bool) -> Path:
@@ -147,7 +121,7 @@ def _make_folder(recipe: Recipe, output: str | Path | None, resume: bool) -> Pat
 def run_cell(cell: Cell, folder: Path) -> None:
     """Run one cell as a selection run, unless its folder already holds the finished score."""
     out = folder / cell.name
-    saved, started = main_reads(_processes(), lambda: (_read_json(out / "metrics.json"), out.is_dir()))
+    saved, started = main_reads(launcher_state(), lambda: (_read_json(out / "metrics.json"), out.is_dir()))
     if saved is not None:
         cell.metrics = saved
     else:
@@ -156,7 +130,7 @@ def run_cell(cell: Cell, folder: Path) -> None:
         except Diverged as e:  # one diverging cell (an LR too high) must not end the sweep
             cell.metrics, cell.error = {}, str(e)
             _say(f"{cell.name} diverged: {e}")
-    cell.ramp = main_reads(_processes(), lambda: ramp_status(out / "log.jsonl", cell.recipe))
+    cell.ramp = main_reads(launcher_state(), lambda: ramp_status(out / "log.jsonl", cell.recipe))
 
 
 def ramp_status(log_file: Path, recipe: Recipe) -> str:
@@ -187,7 +161,7 @@ def run_sweep(
     """Run (or resume) every cell, choose the best on the validation split, write the tables and heatmap;
     with `final`, train the chosen cell on all training classes and report its test metrics."""
     cells = make_cells(recipe, grids, overrides)
-    folder = main_reads(_processes(), lambda: _make_folder(cells[0].recipe, output, resume))
+    folder = main_reads(launcher_state(), lambda: _make_folder(cells[0].recipe, output, resume))
     for i, cell in enumerate(cells, 1):
         _say(f"sweep cell {i}/{len(cells)}: {' '.join(f'{k}={v}' for k, v in cell.values.items())}")
         run_cell(cell, folder)
@@ -197,7 +171,7 @@ def run_sweep(
     result = SweepResult(folder, key, cells, chosen)
     write_outputs(result, grids)
     if final and chosen is not None:
-        started = main_reads(_processes(), (folder / "final").is_dir)
+        started = main_reads(launcher_state(), (folder / "final").is_dir)
         result.final = run(chosen.recipe, output=folder / "final", resume=started).metrics
         write_outputs(result, grids)
     return result
@@ -218,7 +192,7 @@ def rows(result: SweepResult) -> list[dict[str, Any]]:
 def write_outputs(result: SweepResult, grids: list[Grid]) -> None:
     """sweep.json, sweep.csv, sweep.md and (two grids) heatmap.png, each written atomically (by the main
     process)."""
-    if not _is_main():
+    if not is_main_process():
         return
     table = rows(result)
     fileio.write_json(result.folder / "sweep.json", {
@@ -304,7 +278,7 @@ def heatmap(result: SweepResult, grids: list[Grid], path: Path) -> list[str]:
 
 
 def print_sweep(result: SweepResult) -> None:
-    if not _is_main():
+    if not is_main_process():
         return
     from rich.console import Console
     from rich.table import Table
